@@ -1,0 +1,279 @@
+"""Configuration: one YAML file, environment variables and flags, validated by pydantic.
+
+Precedence: flags > environment (`GPU_FLEET_EXPORTER_<SECTION>__<KEY>`) > file > defaults.
+Every problem becomes a `ConfigError` with one line that names the key and where it came from,
+so the command line can print it and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .catalog import COLLECTORS
+from .durations import Duration
+
+ENV_PREFIX = "GPU_FLEET_EXPORTER_"
+DEFAULT_PORT = 9472
+
+
+# The parsed config file, handed to the settings class's sources while `load_settings` runs.
+_file_values: ContextVar[dict[str, Any]] = ContextVar("file_values", default={})
+
+
+class ConfigError(Exception):
+    """A bad setting: the message is one line naming the key, the value's origin and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WebSettings(_Section):
+    listen_address: str = Field(f":{DEFAULT_PORT}", description="host:port to listen on")
+    telemetry_path: str = Field("/metrics", description="path that serves the metrics")
+
+    @field_validator("listen_address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        parse_listen_address(v)
+        return v
+
+    @field_validator("telemetry_path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", v) or v in RESERVED_PATHS:
+            raise ValueError(f"must be an absolute URL path other than {', '.join(RESERVED_PATHS)}")
+        return v
+
+
+RESERVED_PATHS = ("/", "/healthz", "/readyz")
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["logfmt", "json"] = "logfmt"
+
+
+class CollectionSettings(_Section):
+    backend: Literal["auto", "nvml", "amdsmi", "sim"] = Field(
+        "auto", description="vendor library to read: auto uses every one that initializes"
+    )
+    fast_interval: Duration = Field(5.0, gt=0, description="utilization, memory, power, clocks")
+    slow_interval: Duration = Field(30.0, gt=0, description="energy, ECC, links, violations")
+    call_deadline: Duration = Field(
+        2.0, gt=0, description="a field read running longer marks its GPU down"
+    )
+    max_staleness: Duration | None = Field(
+        None, gt=0, description="/readyz fails when data is older; default 3 x fast_interval"
+    )
+
+    def staleness_limit(self) -> float:
+        return self.max_staleness if self.max_staleness is not None else 3 * self.fast_interval
+
+
+SIM_MODELS = ("h100-sxm", "h200-sxm", "a100-sxm", "mi300x")
+
+
+class SimSettings(_Section):
+    gpus: int = Field(8, ge=1, le=64, description="simulated GPUs")
+    model: Literal["h100-sxm", "h200-sxm", "a100-sxm", "mi300x"] = "h100-sxm"
+    seed: int = Field(1, description="same seed, same telemetry")
+    scenario: Path | None = Field(None, description="fault-injection scenario file")
+
+
+class CostSettings(_Section):
+    gpu_hourly_price_dollars: float | None = Field(
+        None, ge=0, description="price of one GPU hour, exported for cost panels"
+    )
+
+
+# One boolean per collector of the catalog, so an unknown collector name is a config error.
+CollectorSettings: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "CollectorSettings",
+    __base__=_Section,
+    **{name: (bool, default) for name, default in COLLECTORS.items()},
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    web: WebSettings = WebSettings()
+    log: LogSettings = LogSettings()
+    collection: CollectionSettings = CollectionSettings()
+    collectors: CollectorSettings = CollectorSettings()  # type: ignore[valid-type]
+    sim: SimSettings = SimSettings()
+    cost: CostSettings = CostSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _FileSource(settings_cls, _file_values.get())
+
+    def collector_enabled(self, name: str) -> bool:
+        return name == "exporter" or bool(getattr(self.collectors, name, False))
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Load the YAML file safely (no tags that build objects): a mapping of sections."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path}: cannot read it: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {path}: not valid YAML{at}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: must be a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> Settings:
+    """Build the effective settings; raise ConfigError with one line on any problem.
+
+    `overrides` are the flags, as {section: {key: value}}; the environment is os.environ.
+    """
+    environ = dict(os.environ)
+    file_values = read_config_file(config_file) if config_file else {}
+    overrides = {k: v for k, v in (overrides or {}).items() if v}
+    _reject_unknown_env(environ)
+    token = _file_values.set(file_values)
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, config_file, file_values, overrides, environ)) from None
+    finally:
+        _file_values.reset(token)
+
+
+def _reject_unknown_env(environ: dict[str, str]) -> None:
+    sections = set(Settings.model_fields)
+    for key in environ:
+        if not key.startswith(ENV_PREFIX):
+            continue
+        section = key[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        if section not in sections or "__" not in key[len(ENV_PREFIX):]:
+            raise ConfigError(
+                f"environment variable {key}: unknown setting; expected "
+                f"{ENV_PREFIX}<SECTION>__<KEY> with SECTION one of {', '.join(sorted(sections))}"
+            )
+
+
+def _describe(
+    error: ValidationError,
+    config_file: Path | None,
+    file_values: dict[str, Any],
+    overrides: dict[str, dict[str, Any]],
+    environ: dict[str, str],
+) -> str:
+    """One line per problem is too many for a log line: name every key, detail the first."""
+    problems = []
+    for err in error.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join(loc)
+        origin = _origin(loc, config_file, file_values, overrides, environ)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting" + _suggest(loc)
+        elif "input" in err and err["type"] not in ("missing",):
+            msg = f"{msg} (got {err['input']!r})"
+        problems.append(f"{key}: {msg}{origin}")
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    return f"invalid configuration: {problems[0]}{more}"
+
+
+def _origin(
+    loc: list[str],
+    config_file: Path | None,
+    file_values: dict[str, Any],
+    overrides: dict[str, dict[str, Any]],
+    environ: dict[str, str],
+) -> str:
+    if _dig(overrides, loc):
+        if loc[0] == "collectors":
+            return f" [from --collector.{loc[-1]}]"
+        return " [from --" + ".".join([loc[0], *(p.replace("_", "-") for p in loc[1:])]) + "]"
+    env_key = ENV_PREFIX + "__".join(p.upper() for p in loc)
+    if env_key in environ:
+        return f" [from {env_key}]"
+    if _dig(file_values, loc) and config_file:
+        return f" [from {config_file}]"
+    return ""
+
+
+def _dig(values: dict[str, Any], loc: list[str]) -> bool:
+    node: Any = values
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _suggest(loc: list[str]) -> str:
+    import difflib
+
+    if len(loc) == 1:
+        choices = list(Settings.model_fields)
+    else:
+        section = Settings.model_fields.get(loc[0])
+        model = section.annotation if section else None
+        choices = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(loc[-1], choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(choices)}"
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """`:9472`, `0.0.0.0:9472`, `[::]:9472` or `localhost:9472` -> (host, port)."""
+    m = re.fullmatch(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]*)):(?P<port>\d{1,5})",
+                     address)
+    if not m:
+        raise ValueError("must be HOST:PORT, :PORT or [IPv6]:PORT")
+    port = int(m["port"])
+    if not 0 < port < 65536:
+        raise ValueError("port must be between 1 and 65535")
+    host = m["v6"] or m["host"] or "0.0.0.0"
+    return host, port
+
+
+def effective_yaml(settings: Settings) -> str:
+    data = settings.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False)

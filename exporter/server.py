@@ -1,0 +1,99 @@
+"""HTTP: /metrics serves prepared bytes; /healthz, /readyz and a landing page.
+
+Handlers never compute metrics and never call a vendor library: they pick the bytes of the
+current exposition for the negotiated format. Rendering a format for the first time after a
+change happens in the thread pool, so the event loop stays free for other requests.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from . import __version__
+from .exposition import gzip_accepted, negotiate
+from .publisher import Publisher
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+
+
+@dataclass
+class ServerContext:
+    publisher: Publisher
+    readiness: Callable[[], Readiness]
+    telemetry_path: str = "/metrics"
+    summary: Callable[[], str] = lambda: ""
+
+
+def create_app(ctx: ServerContext) -> FastAPI:
+    app = FastAPI(
+        title="gpu-fleet-exporter",
+        version=__version__,
+        docs_url=None,  # Swagger UI pulls assets from a CDN: nothing we serve leaves the node
+        redoc_url=None,
+    )
+
+    @app.api_route(ctx.telemetry_path, methods=["GET", "HEAD"], include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        exposition = ctx.publisher.current
+        fmt = negotiate(request.headers.get("accept"))
+        compressed = gzip_accepted(request.headers.get("accept-encoding"))
+        body = exposition.cached(fmt, compressed)
+        if body is None:
+            body = await run_in_threadpool(exposition.body, fmt, compressed)
+        headers = {"Vary": "Accept, Accept-Encoding"}
+        if compressed:
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type=fmt.content_type, headers=headers)
+
+    @app.get("/healthz", response_class=PlainTextResponse, summary="The process is alive")
+    async def healthz() -> str:
+        return "ok\n"
+
+    @app.get(
+        "/readyz",
+        response_class=PlainTextResponse,
+        summary="Ready to be scraped: first cycle done and data fresh",
+        responses={503: {"description": "not ready, with the reason"}},
+    )
+    async def readyz() -> Response:
+        state = ctx.readiness()
+        return PlainTextResponse(
+            ("ready\n" if state.ready else f"not ready: {state.reason}\n"),
+            status_code=200 if state.ready else 503,
+        )
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def landing() -> str:
+        return _landing_page(ctx)
+
+    return app
+
+
+def _landing_page(ctx: ServerContext) -> str:
+    path = html.escape(ctx.telemetry_path)
+    summary = html.escape(ctx.summary())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>gpu-fleet-exporter</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:40rem}}</style>
+</head><body>
+<h1>gpu-fleet-exporter {html.escape(__version__)}</h1>
+<p>{summary}</p>
+<ul>
+<li><a href="{path}">{path}</a>: metrics (Prometheus text or OpenMetrics, gzip)</li>
+<li><a href="/healthz">/healthz</a>: the process is alive</li>
+<li><a href="/readyz">/readyz</a>: first collection done and data fresh</li>
+</ul>
+</body></html>
+"""
