@@ -40,6 +40,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
         version=__version__,
         docs_url=None,  # Swagger UI pulls assets from a CDN: nothing we serve leaves the node
         redoc_url=None,
+        redirect_slashes=False,  # /metrics/ is not /metrics: no redirects a scraper must follow
     )
 
     @app.api_route(ctx.telemetry_path, methods=["GET", "HEAD"], include_in_schema=False)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the real tools the integration tests drive (Debian packages), only those missing.
+# Idempotent; needs root or sudo for apt. See docs/development.md for what each one is for.
+set -euo pipefail
+
+need=()
+command -v promtool >/dev/null || need+=(prometheus)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+
+if ((${#need[@]})); then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "install-tools: need root or sudo to apt-get install ${need[*]}" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "install-tools: apt-get install ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # policy-rc.d-style: the prometheus package must not start a service on the test machine.
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
