@@ -1,3 +1,3 @@
-"""gpu-fleet-exporter: one daemon per GPU node, telemetry + probes + a health verdict on /metrics."""
+"""gpu-fleet-exporter: one daemon per GPU node; telemetry, probes and a verdict on /metrics."""
 
 __version__ = "0.1.0"

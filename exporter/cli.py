@@ -100,24 +100,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_scenario(settings: Settings) -> None:
-    """A scenario file is configuration too: check-config validates it."""
+    """A scenario file is configuration too: check-config validates it (ScenarioError is a
+    ConfigError, so a bad one exits 2 like a bad config)."""
     if settings.sim.scenario is not None:
-        from .backends.sim import ScenarioError, load_scenario
+        from .backends.sim import load_scenario
 
-        try:
-            load_scenario(settings.sim.scenario).check_gpus(settings.sim.gpus)
-        except ScenarioError as e:
-            raise ConfigError(str(e)) from None
+        load_scenario(settings.sim.scenario).check_gpus(settings.sim.gpus)
 
 
 def _open(settings: Settings) -> Any:
     from .backends import BackendUnavailable, open_backends
-    from .backends.sim import ScenarioError
 
     try:
         return open_backends(settings)
-    except ScenarioError as e:
-        raise ConfigError(str(e)) from None
     except BackendUnavailable as e:
         _fail(f"{e}; use --collection.backend=auto or sim, or install the vendor library",
               EXIT_UNKNOWN)

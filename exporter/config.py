@@ -25,7 +25,7 @@ DEFAULT_PORT = 9472
 
 
 # The parsed config file, handed to the settings class's sources while `load_settings` runs.
-_file_values: ContextVar[dict[str, Any]] = ContextVar("file_values", default={})
+_file_values: ContextVar[dict[str, Any] | None] = ContextVar("file_values", default=None)
 
 
 class ConfigError(Exception):
@@ -58,8 +58,12 @@ RESERVED_PATHS = ("/", "/healthz", "/readyz")
 
 
 class LogSettings(_Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["logfmt", "json"] = "logfmt"
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning or error"
+    )
+    format: Literal["logfmt", "json"] = Field(
+        "logfmt", description="logfmt or json, one line per event"
+    )
 
 
 class CollectionSettings(_Section):
@@ -79,12 +83,11 @@ class CollectionSettings(_Section):
         return self.max_staleness if self.max_staleness is not None else 3 * self.fast_interval
 
 
-SIM_MODELS = ("h100-sxm", "h200-sxm", "a100-sxm", "mi300x")
-
-
 class SimSettings(_Section):
     gpus: int = Field(8, ge=1, le=64, description="simulated GPUs")
-    model: Literal["h100-sxm", "h200-sxm", "a100-sxm", "mi300x"] = "h100-sxm"
+    model: Literal["h100-sxm", "h200-sxm", "a100-sxm", "mi300x"] = Field(
+        "h100-sxm", description="h100-sxm, h200-sxm, a100-sxm or mi300x"
+    )
     seed: int = Field(1, description="same seed, same telemetry")
     scenario: Path | None = Field(None, description="fault-injection scenario file")
 
@@ -124,7 +127,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _FileSource(settings_cls, _file_values.get())
+        return init_settings, env_settings, _FileSource(settings_cls, _file_values.get() or {})
 
     def collector_enabled(self, name: str) -> bool:
         return name == "exporter" or bool(getattr(self.collectors, name, False))
@@ -160,7 +163,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: must be a mapping of sections, not {type(data).__name__}")
+        kind = type(data).__name__
+        raise ConfigError(f"config file {path}: must be a mapping of sections, not {kind}")
     return data
 
 
@@ -268,8 +272,8 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     if not m:
         raise ValueError("must be HOST:PORT, :PORT or [IPv6]:PORT")
     port = int(m["port"])
-    if not 0 < port < 65536:
-        raise ValueError("port must be between 1 and 65535")
+    if port > 65535:
+        raise ValueError("port must be between 0 (any free port) and 65535")
     host = m["v6"] or m["host"] or "0.0.0.0"
     return host, port
 

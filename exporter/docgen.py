@@ -1,7 +1,8 @@
-"""Generate docs/metrics.md from the catalog: `python -m exporter.docgen > docs/metrics.md`.
+"""Generate the references from the code: `python -m exporter.docgen` rewrites
+docs/metrics.md (from the catalog) and docs/configuration.md (from the settings model).
 
-A test regenerates it and fails when the committed file differs, so the reference can never
-describe metrics the code does not emit.
+A test regenerates both and fails when a committed file differs, so the references can never
+describe metrics or settings the code does not have.
 """
 
 from __future__ import annotations
@@ -47,8 +48,74 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+CONFIG_HEADER = """# Configuration reference
+
+Generated from the settings model (`exporter/config.py`) by `python -m exporter.docgen`; do not
+edit by hand.
+
+Settings come from one YAML file (`--config.file FILE`), environment variables and flags.
+Flags win over environment, environment over the file, the file over defaults. Every key below
+can be set in each of the three places:
+
+```yaml
+# /etc/gpu-fleet-exporter/config.yaml
+web:
+  listen_address: ":9472"
+collection:
+  fast_interval: 5s
+collectors:
+  nvlink: false
+cost:
+  gpu_hourly_price_dollars: 2.49
+```
+
+is the same as `GPU_FLEET_EXPORTER_WEB__LISTEN_ADDRESS=:9472`,
+`GPU_FLEET_EXPORTER_COLLECTION__FAST_INTERVAL=5s`, `GPU_FLEET_EXPORTER_COLLECTORS__NVLINK=false`
+and `GPU_FLEET_EXPORTER_COST__GPU_HOURLY_PRICE_DOLLARS=2.49`, or the flags
+`--web.listen-address=:9472 --collection.fast-interval=5s --no-collector.nvlink
+--cost.gpu-hourly-price-dollars=2.49`.
+
+Durations are seconds or strings such as `500ms`, `5s`, `1m30s`. Unknown keys (in the file, or
+environment variables starting with `GPU_FLEET_EXPORTER_`), wrong types and impossible values
+stop the daemon with one line naming the key and where it came from, and exit code 2.
+`gpu-fleet-exporter check-config FILE` validates a file (and a simulated node's scenario) and
+prints the effective settings.
+
+"""
+
+
+def render_config() -> str:
+    from .config import ENV_PREFIX, Settings
+
+    lines = [CONFIG_HEADER.rstrip("\n"), ""]
+    lines.append("| key | default | environment | flag | meaning |")
+    lines.append("|---|---|---|---|---|")
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        for key, field in model.model_fields.items():  # type: ignore[union-attr]
+            env = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+            if section == "collectors":
+                flag = f"`--collector.{key}` / `--no-collector.{key}`"
+                meaning = f"collect the {key} families"
+            else:
+                flag = f"`--{section}.{key.replace('_', '-')}`"
+                meaning = field.description or ""
+            default = field.default
+            shown = "unset" if default is None else f"`{default}`"
+            lines.append(f"| `{section}.{key}` | {shown} | `{env}` | {flag} | {_cell(meaning)} |")
+    return "\n".join(lines) + "\n"
+
+
+DOCS = {"metrics.md": render, "configuration.md": render_config}
+
+
 def main() -> int:
-    sys.stdout.write(render())
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    for name, make in DOCS.items():
+        (docs / name).write_text(make())
+        sys.stdout.write(f"wrote docs/{name}\n")
     return 0
 
 

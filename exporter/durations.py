@@ -1,4 +1,4 @@
-"""Durations in configuration: seconds as a number, or Prometheus-style strings (`500ms`, `1m30s`)."""
+"""Durations in configuration: seconds as a number, or Prometheus-style strings (`1m30s`)."""
 
 from __future__ import annotations
 

@@ -62,7 +62,9 @@ def build_metrics(rows: Iterable[Row]) -> tuple[list[Metric], list[str]]:
             continue
         names = tuple(k for k, _ in row.labels)
         if names != fam.all_labels:
-            problems.append(f"{row.family}: labels {names} differ from the catalog's {fam.all_labels}")
+            problems.append(
+                f"{row.family}: labels {names} differ from the catalog's {fam.all_labels}"
+            )
             continue
         key = (row.family, row.labels)
         if key in seen:

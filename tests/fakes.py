@@ -67,15 +67,15 @@ class FakeBackend:
 
         return [
             make("identity", Tier.IDENTITY, "identity", lambda d: [sample(
-                "gpu_info", 1, vendor="nvidia", model="Fake GPU", pci_bus_id=f"0000:0{d.index}:00.0",
-                serial="1", driver_version="1", vbios_version="1", cuda_version="13.0",
-                rocm_version="")]),
+                "gpu_info", 1, vendor="nvidia", model="Fake GPU",
+                pci_bus_id=f"0000:0{d.index}:00.0", serial="1", driver_version="1",
+                vbios_version="1", cuda_version="13.0", rocm_version="")]),
             make("utilization", Tier.FAST, "utilization",
                  lambda d: [sample("gpu_utilization_ratio", self.util)]),
             make("memory", Tier.FAST, "memory",
                  lambda d: [sample("gpu_memory_used_bytes", 2**30)]),
-            make("energy", Tier.SLOW, "power",
-                 lambda d: [sample("gpu_energy_joules_total", 1000.0 + self.reads[(d.index, "energy")])]),
+            make("energy", Tier.SLOW, "power", lambda d: [
+                sample("gpu_energy_joules_total", 1000.0 + self.reads[(d.index, "energy")])]),
         ]
 
     @classmethod

@@ -52,7 +52,7 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path, monkeypatch) -> None
         ("sim:\n  gpus: many\n", "sim.gpus: Input should be a valid integer"),
         ("sim:\n  gpus: 1000\n", "sim.gpus: Input should be less than or equal to 64"),
         ("web:\n  listen_address: '1.2.3.4'\n", "web.listen_address: must be HOST:PORT"),
-        ("web:\n  listen_address: ':70000'\n", "port must be between 1 and 65535"),
+        ("web:\n  listen_address: ':70000'\n", "port must be between 0 (any free port) and 65535"),
         ("web:\n  telemetry_path: /healthz\n", "web.telemetry_path: must be an absolute URL path"),
         ("log:\n  level: loud\n", "log.level: Input should be 'debug'"),
         ("collectors:\n  utilisation: false\n", "collectors.utilisation: unknown setting"),
@@ -89,7 +89,7 @@ def test_value_origin_is_named(tmp_path: Path, monkeypatch) -> None:
                                  "GPU_FLEET_EXPORTER_WEB__LISTEN_ADRESS"])
 def test_unknown_environment_variables_are_rejected(monkeypatch, key: str) -> None:
     monkeypatch.setenv(key, ":1")
-    with pytest.raises(ConfigError, match="GPU_FLEET_EXPORTER_|web.listen_adress"):
+    with pytest.raises(ConfigError, match=r"GPU_FLEET_EXPORTER_|web\.listen_adress"):
         load_settings()
 
 

@@ -59,7 +59,7 @@ def test_rows_outside_the_contract_are_dropped_and_reported(row: Row, problem: s
 
 
 def test_duplicate_series_are_dropped() -> None:
-    metrics, problems = build_metrics([*_rows(), _rows()[0]])
+    _metrics, problems = build_metrics([*_rows(), _rows()[0]])
     assert problems and "duplicate" in problems[0]
 
 
