@@ -232,7 +232,7 @@ FAMILIES: tuple[Family, ...] = (
     _f("gpu_node_hugepages", G, "size", SLOW, "checklist", "/sys/kernel/mm/hugepages",
        "Huge pages configured on the host, by page size.", per_gpu=False),
     # MIG and Kubernetes
-    _f("gpu_mig_info", G, "mig_uuid gpu_instance compute_instance profile", IDENT, "mig",
+    _f("gpu_mig_info", G, "mig_uuid gpu_instance compute_instance profile", SLOW, "mig",
        "nvmlDeviceGetMigDeviceHandleByIndex", "A MIG instance of the GPU; value is always 1."),
     _f("gpu_mig_memory_used_bytes", G, "mig_uuid", FAST, "mig", "nvmlDeviceGetMemoryInfo(MIG)",
        "Memory in use in a MIG instance."),

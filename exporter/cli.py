@@ -146,7 +146,7 @@ def _snapshot(settings: Settings, as_json: bool) -> int:
         doc = to_json(view)
         doc["backends_failed"] = opened.failed
         print(json.dumps(doc, indent=2))
-    else:
+    elif view.gpus:
         print_table(view)
     if not view.gpus:
         reasons = "; ".join(f"{n}: {r}" for n, r in opened.failed.items()) or "none found"
