@@ -26,7 +26,7 @@ class RenderPerScrape:
     def collect(self):
         view = self.daemon.sampler.view
         rows = [r for g in (view.gpus if view else ()) for r in gpu_rows(g)]
-        rows += exporter_rows(view, self.daemon.backend_statuses)
+        rows += exporter_rows(view, self.daemon.backend_statuses())
         return build_metrics(rows)[0]
 
 

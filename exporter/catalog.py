@@ -277,11 +277,21 @@ FAMILIES: tuple[Family, ...] = (
        "1 when an event source is read.", per_gpu=False),
     _f("gpu_exporter_kubelet_up", G, "", DERIVED, "exporter", "kubelet pod-resources API",
        "1 when the kubelet pod-resources API answered the last refresh.", per_gpu=False),
+    _f("gpu_exporter_released", G, "", DERIVED, "exporter", "admin release",
+       "1 while the vendor library is released for repairs (no GPU is read).", per_gpu=False),
     _f("gpu_exporter_library_call_duration_seconds", H, "function", DERIVED, "library_calls",
        "sampler", "Duration of vendor library calls (optional collector).", per_gpu=False),
 )
 
 BY_NAME: dict[str, Family] = {f.name: f for f in FAMILIES}
+
+# Families the contract did not have, and why they exist.
+CONTRACT_ADDITIONS: dict[str, str] = {
+    "gpu_exporter_released": (
+        "the NVML issue asks the exporter to report a release for repairs in its metrics; "
+        "alert rules inhibit a released node's GPU alerts with it"
+    ),
+}
 
 # Where the catalog departs from METRICS.md v1, and why (METRICS.md asks for the reason).
 CONTRACT_RENAMES: dict[str, tuple[str, str]] = {

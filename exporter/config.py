@@ -98,6 +98,32 @@ class CostSettings(_Section):
     )
 
 
+class AdminSettings(_Section):
+    token_file: Path | None = Field(
+        None, description="file holding the bearer token of POST /admin/*; unset disables them"
+    )
+    release_timeout: Duration = Field(
+        600.0, gt=0, description="after a release, resume by itself after this long"
+    )
+    release_wait: Duration = Field(
+        10.0, gt=0, description="how long a release waits for library calls in flight"
+    )
+
+    def token(self) -> str | None:
+        """The admin token, read once at start; a configured but unusable file is an error."""
+        return read_token(self.token_file, "admin.token_file") if self.token_file else None
+
+
+def read_token(path: Path, key: str) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{key}: cannot read {path}: {e.__class__.__name__}") from None
+    if len(token) < 16:
+        raise ConfigError(f"{key}: the token in {path} must be at least 16 characters")
+    return token
+
+
 # One boolean per collector of the catalog, so an unknown collector name is a config error.
 CollectorSettings: type[BaseModel] = create_model(  # type: ignore[call-overload]
     "CollectorSettings",
@@ -117,6 +143,7 @@ class Settings(BaseSettings):
     collectors: CollectorSettings = CollectorSettings()  # type: ignore[valid-type]
     sim: SimSettings = SimSettings()
     cost: CostSettings = CostSettings()
+    admin: AdminSettings = AdminSettings()
 
     @classmethod
     def settings_customise_sources(

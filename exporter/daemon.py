@@ -1,23 +1,45 @@
-"""The daemon: backends -> sampler -> publisher -> HTTP, started and stopped as one."""
+"""The daemon: backends -> sampler -> publisher -> HTTP, started and stopped as one.
+
+It also owns the lifecycle around the vendor libraries: re-initialization after failures
+(`recovery`), vendor libraries that appear after start (`auto` keeps looking), and the
+release for repairs (SIGUSR1 or POST /admin/release) with its resume (SIGUSR2, POST
+/admin/resume, or a timeout).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
-from .backends import OpenedBackends, open_backends
+from .backends import AUTO_ORDER, OpenedBackends, open_backend, open_backends
+from .backends.base import BackendUnavailable
 from .config import Settings, parse_listen_address
+from .devfiles import open_device_files
+from .exposition import Row
 from .logs import WarnOnce
 from .publisher import Publisher
-from .sampler import Sampler
+from .recovery import Recovery
+from .sampler import Sampler, SamplerView
 from .selfmetrics import BackendStatus, exporter_rows, price_rows
 from .server import Readiness, ServerContext, create_app
 
 log = logging.getLogger(__name__)
+
+DISCOVERY_INTERVAL = 60.0  # how often `auto` looks again for a vendor library that was missing
+
+
+@dataclass
+class ReleaseResult:
+    released: bool
+    detail: str
+    device_files_open: list[str] = field(default_factory=list)
 
 
 class Daemon:
@@ -31,13 +53,14 @@ class Daemon:
         self.clock = clock
         self.warn_once = WarnOnce()
         self.opened = opened if opened is not None else open_backends(settings)
-        statuses = [BackendStatus(b.name, True) for b, _ in self.opened.sources]
-        statuses += [BackendStatus(n, False, r) for n, r in self.opened.failed.items()]
-        self.backend_statuses = statuses
-        price = settings.cost.gpu_hourly_price_dollars
+        self.admin_token = settings.admin.token()
+        self.lifecycle_lock = threading.Lock()
+        self.released_at: float | None = None
+        self._next_discovery = clock() + DISCOVERY_INTERVAL
         self.publisher = Publisher(warn_once=self.warn_once)
-        self.publisher.add(lambda view: exporter_rows(view, statuses))
+        self.publisher.add(self._exporter_rows)
         if settings.collector_enabled("cost"):
+            price = settings.cost.gpu_hourly_price_dollars
             self.publisher.add(lambda view: price_rows(view, price))
         c = settings.collection
         self.sampler = Sampler(
@@ -50,29 +73,120 @@ class Daemon:
             clock=clock,
             warn_once=self.warn_once,
         )
+        self.recovery = Recovery(self.sampler, self.lifecycle_lock, clock)
+        self.sampler.after_cycle += [self.recovery.after_cycle, self._discover,
+                                     self._resume_when_due]
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.publisher.publish(None)
         self.sampler.start()
-        log.info(
-            "collecting",
-            extra={
-                "backends": ",".join(b.name for b, _ in self.opened.sources) or "none",
-                "gpus": len(self.sampler.workers),
-            },
-        )
+        log.info("collecting", extra={
+            "backends": ",".join(s.backend.name for s in self.sampler.sources) or "none",
+            "gpus": len(self.sampler.workers)})
 
     def stop(self) -> None:
         self.sampler.stop()
         # Never release a vendor library while a call is still inside it.
         if self.sampler.calls_in_flight() == 0:
-            for backend, _ in self.opened.sources:
+            for source in self.sampler.sources:
                 with contextlib.suppress(Exception):
-                    backend.stop()
+                    source.backend.stop()
 
-    # --- readiness ------------------------------------------------------------------------------
+    # --- release for repairs --------------------------------------------------------------------
+    @property
+    def released(self) -> bool:
+        return self.released_at is not None
+
+    def release(self, requested_by: str) -> ReleaseResult:
+        """Stop collecting and shut the vendor libraries down, so a GPU can be reset or the
+        driver upgraded without stopping the daemon. Resumes by itself after
+        `admin.release_timeout`."""
+        with self.lifecycle_lock:
+            if self.released:
+                return ReleaseResult(True, "already released", open_device_files())
+            self.sampler.pause("released for repairs")
+            if not self.sampler.wait_idle(self.settings.admin.release_wait):
+                self.sampler.unpause()
+                detail = ("a vendor library call is still in flight (a GPU is stuck); the "
+                          "library cannot be shut down safely: stop the daemon instead")
+                log.warning("release refused", extra={"by": requested_by, "detail": detail})
+                return ReleaseResult(False, detail, open_device_files())
+            for source in self.sampler.sources:
+                source.backend.stop()
+            self.released_at = self.clock()
+        still_open = open_device_files()
+        self.publisher.refresh()
+        log.warning("vendor libraries released for repairs", extra={
+            "by": requested_by, "auto_resume_seconds": self.settings.admin.release_timeout,
+            "device_files_open": ",".join(still_open) or "none"})
+        return ReleaseResult(True, "released", still_open)
+
+    def resume(self, requested_by: str) -> ReleaseResult:
+        with self.lifecycle_lock:
+            if not self.released:
+                return ReleaseResult(False, "not released")
+            for source in self.sampler.sources:
+                try:
+                    source.backend.start()
+                    self.sampler.reconcile(source, source.backend.devices())
+                    source.healthy = True
+                except Exception as e:  # recovery keeps trying with backoff
+                    source.needs_reinit, source.healthy = True, False
+                    log.warning("backend did not come back after release",
+                                extra={"backend": source.backend.name, "error": str(e)})
+            self.released_at = None
+            self.sampler.unpause()
+        log.warning("vendor libraries resumed", extra={"by": requested_by})
+        self.publisher.refresh()
+        return ReleaseResult(False, "resumed")
+
+    def _resume_when_due(self) -> None:
+        at = self.released_at
+        if at is not None and self.clock() - at >= self.settings.admin.release_timeout:
+            self.resume("release timeout")
+
+    def install_signal_handlers(self) -> None:
+        """SIGUSR1 releases, SIGUSR2 resumes; the work runs on a thread, never in the handler
+        (a release waits for calls in flight, which must not block the event loop)."""
+        def spawn(action: Callable[[str], ReleaseResult], name: str) -> Callable[..., None]:
+            return lambda *_: threading.Thread(target=action, args=(name,), daemon=True).start()
+
+        signal.signal(signal.SIGUSR1, spawn(self.release, "SIGUSR1"))
+        signal.signal(signal.SIGUSR2, spawn(self.resume, "SIGUSR2"))
+
+    # --- vendor libraries that appear later -----------------------------------------------------
+    def _discover(self) -> None:
+        if self.settings.collection.backend != "auto" or not self.opened.failed:
+            return
+        if self.released or self.clock() < self._next_discovery:
+            return
+        self._next_discovery = self.clock() + DISCOVERY_INTERVAL
+        for name in [n for n in AUTO_ORDER if n in self.opened.failed]:
+            try:
+                backend, devices = open_backend(name, self.settings)
+            except BackendUnavailable as e:
+                self.opened.failed[name] = str(e)
+                continue
+            del self.opened.failed[name]
+            self.sampler.add_source(backend, devices)
+            log.info("vendor library appeared", extra={"backend": name, "gpus": len(devices)})
+
+    # --- what the HTTP side reads ---------------------------------------------------------------
+    def backend_statuses(self) -> list[BackendStatus]:
+        statuses = [BackendStatus(s.backend.name, s.healthy and not self.released)
+                    for s in self.sampler.sources]
+        statuses += [BackendStatus(n, False, r) for n, r in self.opened.failed.items()]
+        return statuses
+
+    def _exporter_rows(self, view: SamplerView | None) -> list[Row]:
+        rows = list(exporter_rows(view, self.backend_statuses()))
+        rows.append(Row("gpu_exporter_released", (), 1.0 if self.released else 0.0))
+        return rows
+
     def readiness(self) -> Readiness:
+        if self.released:
+            return Readiness(True, "")  # released on purpose: do not restart or unschedule it
         view = self.sampler.view
         if view is None:
             return Readiness(False, "first collection cycle not done yet")
@@ -86,8 +200,9 @@ class Daemon:
         view = self.sampler.view
         gpus = len(view.gpus) if view else len(self.sampler.workers)
         up = sum(1 for g in view.gpus if g.up) if view else 0
-        names = ", ".join(b.name for b, _ in self.opened.sources) or "no vendor library"
-        return f"{gpus} GPU(s) through {names}; {up} up."
+        names = ", ".join(s.backend.name for s in self.sampler.sources) or "no vendor library"
+        state = " Released for repairs." if self.released else ""
+        return f"{gpus} GPU(s) through {names}; {up} up.{state}"
 
     def app(self) -> FastAPI:
         @contextlib.asynccontextmanager
@@ -98,14 +213,15 @@ class Daemon:
             finally:
                 self.stop()
 
-        app = create_app(
-            ServerContext(
-                publisher=self.publisher,
-                readiness=self.readiness,
-                telemetry_path=self.settings.web.telemetry_path,
-                summary=self.summary,
-            )
-        )
+        app = create_app(ServerContext(
+            publisher=self.publisher,
+            readiness=self.readiness,
+            telemetry_path=self.settings.web.telemetry_path,
+            summary=self.summary,
+            admin_token=self.admin_token,
+            release=self.release,
+            resume=self.resume,
+        ))
         app.router.lifespan_context = lifespan
         return app
 
@@ -114,12 +230,8 @@ class Daemon:
 
         host, port = parse_listen_address(self.settings.web.listen_address)
         config = uvicorn.Config(
-            self.app(),
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=5,
+            self.app(), host=host, port=port, log_config=None, access_log=False,
+            server_header=False, timeout_graceful_shutdown=5,
         )
+        self.install_signal_handlers()
         uvicorn.Server(config).run()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from .catalog import CONTRACT_RENAMES, FAMILIES, GPU_LABELS
+from .catalog import CONTRACT_ADDITIONS, CONTRACT_RENAMES, FAMILIES, GPU_LABELS
 
 HEADER = """# Metrics reference
 
@@ -45,6 +45,8 @@ def render() -> str:
     lines += ["", "## Departures from the metric contract (METRICS.md v1)", ""]
     for old, (new, why) in CONTRACT_RENAMES.items():
         lines.append(f"- `{old}` is `{new}`: {why}.")
+    for name, why in CONTRACT_ADDITIONS.items():
+        lines.append(f"- `{name}` is new: {why}.")
     return "\n".join(lines) + "\n"
 
 

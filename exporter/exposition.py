@@ -4,6 +4,10 @@ prometheus_client does the formatting (text 0.0.4 and OpenMetrics 1.0.0) from me
 build out of prepared rows; nothing here touches a vendor library. An `Exposition` is immutable
 input plus a per-format cache: the first request for a format renders it (off the event loop),
 every later request for the same snapshot gets the same bytes.
+
+Rendering is done family by family, and a `BlockCache` keeps each family's last bytes: a fast
+cycle changes a few hundred series (utilization, power, clocks), while most series (NVLink,
+ECC, violation counters) change only with the slow tier, so most blocks are reused as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from prometheus_client import CollectorRegistry, Metric
+from prometheus_client import Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -46,8 +50,11 @@ class Row:
     value: float
 
 
-def build_metrics(rows: Iterable[Row]) -> tuple[list[Metric], list[str]]:
-    """Group rows into catalog families in catalog order. Returns (metrics, problems).
+Groups = dict[str, tuple[Row, ...]]
+
+
+def group_rows(rows: Iterable[Row]) -> tuple[Groups, list[str]]:
+    """Group rows by family, in catalog order. Returns (groups, problems).
 
     A row of an unknown family or with labels that differ from the catalog is dropped and
     reported: the contract is enforced here, where every sample passes.
@@ -72,18 +79,24 @@ def build_metrics(rows: Iterable[Row]) -> tuple[list[Metric], list[str]]:
             continue
         seen.add(key)
         grouped.setdefault(row.family, []).append(row)
-    metrics = []
-    for fam in FAMILIES:
-        rows_of = grouped.get(fam.name)
-        if not rows_of:
-            continue
-        base = fam.name.removesuffix("_total") if fam.kind is Kind.COUNTER else fam.name
-        metric = Metric(base, fam.help, fam.kind.value, fam.unit)
-        sample_name = fam.name if fam.kind is not Kind.COUNTER else base + "_total"
-        for row in rows_of:
-            metric.add_sample(sample_name, dict(row.labels), row.value)
-        metrics.append(metric)
-    return metrics, problems
+    groups = {f.name: tuple(grouped[f.name]) for f in FAMILIES if f.name in grouped}
+    return groups, problems
+
+
+def to_metric(name: str, rows: Iterable[Row]) -> Metric:
+    fam = BY_NAME[name]
+    base = fam.name.removesuffix("_total") if fam.kind is Kind.COUNTER else fam.name
+    metric = Metric(base, fam.help, fam.kind.value, fam.unit)
+    sample_name = fam.name if fam.kind is not Kind.COUNTER else base + "_total"
+    for row in rows:
+        metric.add_sample(sample_name, dict(row.labels), row.value)
+    return metric
+
+
+def build_metrics(rows: Iterable[Row]) -> tuple[list[Metric], list[str]]:
+    """Rows as prometheus_client metric families, in catalog order; and the problems."""
+    groups, problems = group_rows(rows)
+    return [to_metric(name, rows_of) for name, rows_of in groups.items()], problems
 
 
 class _Families:
@@ -96,13 +109,40 @@ class _Families:
         return self._metrics
 
 
+_OM_EOF = b"# EOF\n"
+
+
+class BlockCache:
+    """The last rendered bytes of each family per format, reused while its rows are equal."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[tuple[Format, str], tuple[tuple[Row, ...], bytes]] = {}
+        self._lock = threading.Lock()
+        self.rendered = 0  # blocks rendered, for tests and benchmarks
+
+    def block(self, fmt: Format, name: str, rows: tuple[Row, ...]) -> bytes:
+        with self._lock:
+            hit = self._blocks.get((fmt, name))
+        if hit is not None and hit[0] == rows:
+            return hit[1]
+        registry = _Families([to_metric(name, rows)])
+        if fmt is Format.OPENMETRICS:
+            data = generate_openmetrics(registry).removesuffix(_OM_EOF)  # type: ignore[arg-type]
+        else:
+            data = generate_latest(registry)  # type: ignore[arg-type]
+        with self._lock:
+            self._blocks[(fmt, name)] = (rows, data)
+            self.rendered += 1
+        return data
+
+
 class Exposition:
     """The bytes of one snapshot, per format and encoding, each rendered at most once."""
 
-    def __init__(self, metrics: list[Metric], generation: int) -> None:
+    def __init__(self, groups: Groups, generation: int, blocks: BlockCache | None = None) -> None:
         self.generation = generation
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_Families(metrics))  # type: ignore[arg-type]
+        self._groups = groups
+        self._blocks = blocks or BlockCache()
         self._cache: dict[tuple[Format, bool], bytes] = {}
         self._lock = threading.Lock()
 
@@ -128,10 +168,10 @@ class Exposition:
     def _plain(self, fmt: Format) -> bytes:
         plain = self._cache.get((fmt, False))
         if plain is None:
+            parts = [self._blocks.block(fmt, name, rows) for name, rows in self._groups.items()]
             if fmt is Format.OPENMETRICS:
-                plain = generate_openmetrics(self._registry)
-            else:
-                plain = generate_latest(self._registry)
+                parts.append(_OM_EOF)
+            plain = b"".join(parts)
             self._cache[(fmt, False)] = plain
         return plain
 

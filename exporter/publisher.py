@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 
-from .exposition import Exposition, Row, build_metrics
+from .exposition import BlockCache, Exposition, Row, group_rows
 from .sampler import GpuState, SamplerView
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ class Publisher:
         self._lock = threading.Lock()
         self._view: SamplerView | None = None
         self._generation = 0
-        self.current = Exposition([], 0)
+        self.blocks = BlockCache()
+        self.current = Exposition({}, 0, self.blocks)
 
     def add(self, contributor: Contributor) -> None:
         self._contributors.append(contributor)
@@ -65,12 +66,13 @@ class Publisher:
                 rows.extend(contribute(self._view))
             except Exception:  # one source's bug must not stop the exposition
                 log.exception("metrics contributor %r failed", contribute)
-        metrics, problems = build_metrics(rows)
+        groups, problems = group_rows(rows)
         for problem in problems:
             if self._warn_once:
                 self._warn_once(f"contract:{problem}", "series dropped", problem=problem)
         self._generation += 1
-        previous, exposition = self.current, Exposition(metrics, self._generation)
+        previous = self.current
+        exposition = Exposition(groups, self._generation, self.blocks)
         # Render now, in the background, the formats scrapers asked for last time.
         for fmt, compressed in previous.formats_used():
             exposition.body(fmt, compressed)

@@ -80,26 +80,39 @@ class _WorkerState:
     durations: dict[Tier, float] = field(default_factory=dict)
 
 
+@dataclass(eq=False)
+class Source:
+    """One backend and the workers of its GPUs."""
+
+    backend: Backend
+    workers: list[GpuWorker] = field(default_factory=list)
+    needs_reinit: bool = False  # a GPU was lost or the library failed
+    healthy: bool = True  # False while a re-initialization keeps failing
+
+
 class GpuWorker:
     """The one thread that ever calls the vendor library for this GPU."""
 
-    def __init__(
-        self,
-        sampler: Sampler,
-        backend: Backend,
-        device: Device,
-        fields: Sequence[Field],
-    ) -> None:
+    def __init__(self, sampler: Sampler, source: Source, device: Device) -> None:
         self.sampler = sampler
-        self.backend = backend
+        self.source = source
+        self.backend = source.backend
+        self.state = _WorkerState()
+        self.set_device(device)
+        self.thread = threading.Thread(
+            target=self._run, name=f"gpu-{self.backend.name}-{device.index}", daemon=True
+        )
+
+    def set_device(self, device: Device) -> None:
+        """(Re)bind to a device as enumerated, e.g. after the backend was re-initialized."""
         self.device = device
         self.fields_by_tier: dict[Tier, list[Field]] = {t: [] for t in SAMPLED_TIERS}
-        for f in fields:
-            self.fields_by_tier[f.tier].append(f)
-        self.state = _WorkerState()
-        self.thread = threading.Thread(
-            target=self._run, name=f"gpu-{backend.name}-{device.index}", daemon=True
-        )
+        for f in self.backend.fields(device):
+            if self.sampler.collector_enabled(f.collector):
+                self.fields_by_tier[f.tier].append(f)
+        # A new driver may support what the old one did not: ask again.
+        self.state.unsupported.clear()
+        self.state.full_pass_needed = True
 
     # --- worker thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -161,6 +174,7 @@ class GpuWorker:
             elif lost:
                 self.sampler.count_error(Tier.FAST, self.device, "lost")
                 self._mark_down(f"lost: {lost}")
+                self.source.needs_reinit = True
             else:
                 st.values.update(results)
                 st.up, st.down_reason, st.full_pass_needed = True, None, False
@@ -234,12 +248,13 @@ class Sampler:
         self.on_cycle = on_cycle
         self.warn_once = warn_once or _log_warning
         self.stopping = False
-        self.workers = [
-            GpuWorker(self, backend, dev,
-                      [f for f in backend.fields(dev) if collector_enabled(f.collector)])
-            for backend, devices in sources
-            for dev in devices
-        ]
+        self.collector_enabled = collector_enabled
+        self.sources: list[Source] = []
+        self.paused: str | None = None  # why collection is paused (released for repairs)
+        self.after_cycle: list[Callable[[], None]] = []  # run by the coordinator thread
+        self._started = False
+        for backend, devices in sources:
+            self.add_source(backend, devices)
         self._cycle = 0
         self._errors: Counter[tuple[str, str, str]] = Counter()
         self._tier_duration: dict[Tier, float] = {}
@@ -247,19 +262,89 @@ class Sampler:
         self._fresh_at = float("-inf")
         self._view: SamplerView | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # cuts the coordinator's wait short (resume)
         self._coordinator = threading.Thread(target=self._schedule, name="sampler", daemon=True)
+
+    @property
+    def workers(self) -> list[GpuWorker]:
+        return [w for s in self.sources for w in s.workers]
+
+    # --- sources and devices ------------------------------------------------------------------
+    def add_source(self, backend: Backend, devices: Iterable[Device]) -> Source:
+        """Serve a backend's GPUs (at start, or when a vendor library appears later)."""
+        with self.cond:
+            source = Source(backend)
+            self.sources.append(source)
+            self.reconcile(source, devices)
+            return source
+
+    def reconcile(self, source: Source, devices: Iterable[Device]) -> None:
+        """Match freshly enumerated devices to workers by UUID (condition held or not started).
+
+        A known GPU keeps its worker and history; a new one gets a worker; one that is no
+        longer enumerated stays, down, so `gpu_up 0` shows it missing instead of vanishing.
+        """
+        with self.cond:
+            by_uuid = {w.device.uuid: w for w in source.workers}
+            seen = set()
+            for dev in devices:
+                seen.add(dev.uuid)
+                worker = by_uuid.get(dev.uuid)
+                if worker is not None:
+                    worker.set_device(dev)
+                    continue
+                worker = GpuWorker(self, source, dev)
+                source.workers.append(worker)
+                if self._started:
+                    worker.thread.start()
+            for uuid, worker in by_uuid.items():
+                if uuid not in seen:
+                    worker._mark_down("missing after re-enumeration")
+
+    def idle(self, source: Source) -> bool:
+        """True when no worker of this source is inside a vendor call (condition held)."""
+        return all(w.state.job is None for w in source.workers)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no vendor call is in flight on any GPU; False if one outlives `timeout`."""
+        deadline = self.clock() + timeout
+        with self.cond:
+            while any(w.state.job is not None for w in self.workers):
+                left = deadline - self.clock()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
+
+    def pause(self, reason: str) -> SamplerView:
+        """Stop dispatching (cycles in flight finish); every GPU reads as down for `reason`."""
+        with self.cond:
+            self.paused = reason
+            for w in self.workers:
+                w._mark_down(reason)
+            view = self._make_view()
+        self.on_cycle(view)
+        return view
+
+    def unpause(self) -> None:
+        with self.cond:
+            self.paused = None
+        self._wake.set()
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self, schedule: bool = True) -> None:
         """Start the workers, and unless `schedule` is False the coordinator's schedule."""
-        for w in self.workers:
-            w.thread.start()
+        with self.cond:
+            self._started = True
+            for w in self.workers:
+                w.thread.start()
         if schedule:
             self._coordinator.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop scheduling and let idle workers exit; a worker stuck in a call is abandoned."""
         self._stop.set()
+        self._wake.set()
         if self._coordinator.is_alive():
             self._coordinator.join(timeout)
         with self.cond:
@@ -290,12 +375,19 @@ class Sampler:
             if Tier.SLOW in tiers:
                 next_slow = max(next_slow + self.slow_interval, now)
             next_fast = max(next_fast + self.fast_interval, now)
-            try:
-                self.run_cycle(tuple(tiers))
-            except Exception:  # the scheduler must outlive any bug in a cycle
-                log.exception("collection cycle failed")
-            first = False
-            self._stop.wait(max(0.0, min(next_fast, next_slow) - self.clock()))
+            if self.paused is None:
+                try:
+                    self.run_cycle(tuple(tiers))
+                    first = False
+                except Exception:  # the scheduler must outlive any bug in a cycle
+                    log.exception("collection cycle failed")
+            for hook in self.after_cycle:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("after-cycle hook failed")
+            self._wake.wait(max(0.0, min(next_fast, next_slow) - self.clock()))
+            self._wake.clear()
 
     def run_cycle(self, tiers: tuple[Tier, ...] = SAMPLED_TIERS) -> SamplerView:
         """Read the given tiers on every GPU that is not stuck; return when all are done or due."""
@@ -327,16 +419,21 @@ class Sampler:
                 self._tier_duration[tier] = durations.get(tier, self.clock() - started)
                 self._tier_completed_at[tier] = now_wall
             self._fresh_at = self.clock()
-            view = SamplerView(
-                cycle=cycle,
-                gpus=tuple(w.snapshot() for w in self.workers),
-                tier_duration=dict(self._tier_duration),
-                tier_completed_at=dict(self._tier_completed_at),
-                errors=dict(self._errors),
-                fresh_at=self._fresh_at,
-            )
-            self._view = view
+            view = self._make_view()
         self.on_cycle(view)
+        return view
+
+    def _make_view(self) -> SamplerView:
+        """Snapshot of every GPU and the cycle statistics (condition held)."""
+        view = SamplerView(
+            cycle=self._cycle,
+            gpus=tuple(w.snapshot() for w in self.workers),
+            tier_duration=dict(self._tier_duration),
+            tier_completed_at=dict(self._tier_completed_at),
+            errors=dict(self._errors),
+            fresh_at=self._fresh_at,
+        )
+        self._view = view
         return view
 
     def _wait(self, cycle: int, dispatched: list[GpuWorker]) -> None:

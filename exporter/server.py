@@ -8,16 +8,21 @@ change happens in the thread pool, so the event loop stays free for other reques
 from __future__ import annotations
 
 import html
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from . import __version__
+from .auth import require_bearer
 from .exposition import gzip_accepted, negotiate
 from .publisher import Publisher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,9 @@ class ServerContext:
     readiness: Callable[[], Readiness]
     telemetry_path: str = "/metrics"
     summary: Callable[[], str] = lambda: ""
+    admin_token: str | None = None
+    release: Callable[[str], Any] | None = None
+    resume: Callable[[str], Any] | None = None
 
 
 def create_app(ctx: ServerContext) -> FastAPI:
@@ -72,6 +80,26 @@ def create_app(ctx: ServerContext) -> FastAPI:
             ("ready\n" if state.ready else f"not ready: {state.reason}\n"),
             status_code=200 if state.ready else 503,
         )
+
+    async def _admin(request: Request, action: Callable[[str], Any] | None) -> JSONResponse:
+        require_bearer(request, ctx.admin_token, "the admin API", "admin.token_file")
+        assert action is not None
+        who = f"POST {request.url.path} from {request.client.host if request.client else '?'}"
+        log.info("admin request", extra={"request": who})  # audit trail
+        result = await run_in_threadpool(action, who)  # may wait for calls in flight
+        body = asdict(result)
+        refused = request.url.path.endswith("/release") and not result.released
+        return JSONResponse(body, status_code=409 if refused else 200)
+
+    @app.post("/admin/release", summary="Release the vendor libraries for a GPU reset or a "
+              "driver upgrade", responses={401: {}, 403: {}, 409: {}})
+    async def admin_release(request: Request) -> JSONResponse:
+        return await _admin(request, ctx.release)
+
+    @app.post("/admin/resume", summary="Resume collecting after a release",
+              responses={401: {}, 403: {}})
+    async def admin_resume(request: Request) -> JSONResponse:
+        return await _admin(request, ctx.resume)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def landing() -> str:

@@ -8,7 +8,16 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter.exposition import Exposition, Format, Row, build_metrics, gzip_accepted, negotiate
+from exporter.exposition import (
+    BlockCache,
+    Exposition,
+    Format,
+    Row,
+    build_metrics,
+    group_rows,
+    gzip_accepted,
+    negotiate,
+)
 
 IDENT = (("gpu", "0"), ("uuid", "GPU-a"))
 
@@ -23,9 +32,9 @@ def _rows() -> list[Row]:
 
 
 def test_rows_render_in_both_formats_and_parse_back() -> None:
-    metrics, problems = build_metrics(_rows())
+    groups, problems = group_rows(_rows())
     assert problems == []
-    exp = Exposition(metrics, 1)
+    exp = Exposition(groups, 1)
     om = {f.name: f for f in parse_om(exp.body(Format.OPENMETRICS, False).decode())}
     assert om["gpu_energy_joules"].type == "counter"
     assert om["gpu_energy_joules"].unit == "joules"
@@ -36,7 +45,7 @@ def test_rows_render_in_both_formats_and_parse_back() -> None:
 
 
 def test_same_bytes_for_every_request_of_a_snapshot() -> None:
-    exp = Exposition(build_metrics(_rows())[0], 1)
+    exp = Exposition(group_rows(_rows())[0], 1)
     assert exp.cached(Format.TEXT, False) is None
     first = exp.body(Format.TEXT, False)
     assert exp.body(Format.TEXT, False) is first
@@ -92,3 +101,16 @@ def test_negotiation(accept: str | None, expected: Format) -> None:
 )
 def test_gzip_accepted(value: str | None, expected: bool) -> None:
     assert gzip_accepted(value) is expected
+
+
+def test_unchanged_families_are_not_rendered_again() -> None:
+    blocks = BlockCache()
+    first = Exposition(group_rows(_rows())[0], 1, blocks)
+    before = first.body(Format.OPENMETRICS, False)
+    assert blocks.rendered == 4
+    changed = [*_rows()[1:], Row("gpu_utilization_ratio", IDENT, 0.75)]
+    second = Exposition(group_rows(changed)[0], 2, blocks)
+    after = second.body(Format.OPENMETRICS, False)
+    assert blocks.rendered == 5  # only gpu_utilization_ratio was rendered again
+    assert after.replace(b"0.75", b"0.5") == before
+    assert after.endswith(b"# EOF\n") and after.count(b"# EOF") == 1

@@ -82,6 +82,7 @@ class GpuTelemetry:
         self.profile, self.layout, self.conditions = profile, layout, conditions
         key = (seed, layout.index)
         self._key = key
+        self._last_reading: tuple[float, Reading] | None = None
         lo, hi = profile.power_idle_watts
         self.idle_watts = lo + (hi - lo) * seeded_unit(*key, "idle_watts")
         self.period = 20.0 + 25.0 * seeded_unit(*key, "period")  # seconds between load swings
@@ -129,6 +130,17 @@ class GpuTelemetry:
 
     # --- instantaneous readings ---------------------------------------------------------------
     def reading(self, t: float) -> Reading:
+        """The GPU's state at t. A cycle reads a dozen fields within a millisecond: they share
+        one reading per 10 ms instant (a real GPU's sensors update no faster)."""
+        instant = round(t, 2)
+        last = self._last_reading
+        if last is not None and last[0] == instant:
+            return last[1]
+        value = self._reading(instant)
+        self._last_reading = (instant, value)
+        return value
+
+    def _reading(self, t: float) -> Reading:
         p, layout = self.profile, self.layout
         cond = self.conditions(t)
         util, watts, reasons = self.instant(t)
