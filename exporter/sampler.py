@@ -75,6 +75,7 @@ class _WorkerState:
     up: bool = False
     down_reason: str | None = "not read yet"
     full_pass_needed: bool = True
+    missing: bool = False  # no longer enumerated: not read until it is enumerated again
     values: dict[str, tuple[Sample, ...]] = field(default_factory=dict)
     unsupported: set[str] = field(default_factory=set)
     durations: dict[Tier, float] = field(default_factory=dict)
@@ -106,6 +107,7 @@ class GpuWorker:
     def set_device(self, device: Device) -> None:
         """(Re)bind to a device as enumerated, e.g. after the backend was re-initialized."""
         self.device = device
+        self.state.missing = False
         self.fields_by_tier: dict[Tier, list[Field]] = {t: [] for t in SAMPLED_TIERS}
         for f in self.backend.fields(device):
             if self.sampler.collector_enabled(f.collector):
@@ -300,6 +302,7 @@ class Sampler:
             for uuid, worker in by_uuid.items():
                 if uuid not in seen:
                     worker._mark_down("missing after re-enumeration")
+                    worker.state.missing = True
 
     def idle(self, source: Source) -> bool:
         """True when no worker of this source is inside a vendor call (condition held)."""
@@ -397,6 +400,8 @@ class Sampler:
             cycle = self._cycle
             dispatched = []
             for w in self.workers:
+                if w.state.missing:
+                    continue
                 if w.state.job is not None:
                     # Still inside a call from an earlier cycle: do not queue behind it.
                     call = w.state.call

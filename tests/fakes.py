@@ -24,6 +24,8 @@ class FakeBackend:
         self.reads: dict[tuple[int, str], int] = {}
         self.util = 0.5
         self.stopped = False
+        self.starts = self.stops = 0
+        self.fail_start: Exception | None = None  # start() raises this while set
 
     # test controls
     def block(self, gpu: int, field: str) -> threading.Event:
@@ -35,10 +37,20 @@ class FakeBackend:
 
     # protocol
     def start(self) -> None:
-        pass
+        if self.fail_start is not None:
+            raise self.fail_start
+        self.starts += 1
+        self.stopped = False
 
     def stop(self) -> None:
+        self.stops += 1
         self.stopped = True
+
+    def add_gpu(self) -> Device:
+        index = len(self._devices)
+        device = Device(index, f"GPU-fake-new-{index}")
+        self._devices.append(device)
+        return device
 
     def devices(self) -> list[Device]:
         return self._devices
