@@ -99,6 +99,8 @@ class GpuWorker:
         self.source = source
         self.backend = source.backend
         self.state = _WorkerState()
+        # Its own condition on the sampler's lock: handing this worker a job wakes only it.
+        self.wake = threading.Condition(sampler.lock)
         self.set_device(device)
         self.thread = threading.Thread(
             target=self._run, name=f"gpu-{self.backend.name}-{device.index}", daemon=True
@@ -118,11 +120,10 @@ class GpuWorker:
 
     # --- worker thread -------------------------------------------------------------------
     def _run(self) -> None:
-        cond = self.sampler.cond
         while True:
-            with cond:
+            with self.wake:
                 while self.state.job is None and not self.sampler.stopping:
-                    cond.wait()
+                    self.wake.wait()
                 if self.sampler.stopping:
                     return
                 job = self.state.job
@@ -243,7 +244,11 @@ class Sampler:
         wallclock: Callable[[], float] = time.time,
         warn_once: Callable[..., None] | None = None,
     ) -> None:
-        self.cond = threading.Condition()
+        # One lock guards all worker state. `cond` wakes the coordinator (a call started or a
+        # pass finished); each worker waits on its own condition for work, so a call starting
+        # on one GPU does not wake the threads of the others.
+        self.lock = threading.RLock()  # re-entrant: add_source -> reconcile nest
+        self.cond = threading.Condition(self.lock)
         self.clock, self.wallclock = clock, wallclock
         self.fast_interval, self.slow_interval = fast_interval, slow_interval
         self.call_deadline = call_deadline
@@ -352,7 +357,8 @@ class Sampler:
             self._coordinator.join(timeout)
         with self.cond:
             self.stopping = True
-            self.cond.notify_all()
+            for w in self.workers:
+                w.wake.notify()
         for w in self.workers:
             w.thread.join(timeout=0.1)
 
@@ -411,8 +417,8 @@ class Sampler:
                     continue
                 w.state.job = _Job(cycle, tiers)
                 w.state.pass_started = started  # waiting for the worker counts against the pass
+                w.wake.notify()
                 dispatched.append(w)
-            self.cond.notify_all()
             self._wait(cycle, dispatched)
             durations: dict[Tier, float] = {}
             for w in dispatched:
