@@ -28,7 +28,7 @@ from .publisher import Publisher
 from .recovery import Recovery
 from .sampler import Sampler, SamplerView
 from .selfmetrics import BackendStatus, exporter_rows, price_rows
-from .server import Readiness, ServerContext, create_app
+from .server import QuietServer, Readiness, ServerContext, create_app
 
 log = logging.getLogger(__name__)
 
@@ -234,4 +234,4 @@ class Daemon:
             server_header=False, timeout_graceful_shutdown=5,
         )
         self.install_signal_handlers()
-        uvicorn.Server(config).run()
+        QuietServer(config).run()

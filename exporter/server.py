@@ -7,12 +7,14 @@ change happens in the thread pool, so the event loop stays free for other reques
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
@@ -106,6 +108,22 @@ def create_app(ctx: ServerContext) -> FastAPI:
         return _landing_page(ctx)
 
     return app
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn with a housekeeping tick of 0.5 s instead of 0.1 s.
+
+    uvicorn wakes ten times a second to refresh its Date header and look for a shutdown
+    request; on an idle exporter that alone is about 0.15 % of a core, on every node of the
+    fleet. Every tick here does the once-a-second work (counter 0), so the Date header stays
+    current, and a shutdown is still noticed within half a second.
+    """
+
+    TICK = 0.5
+
+    async def main_loop(self) -> None:
+        while not await self.on_tick(0):
+            await asyncio.sleep(self.TICK)
 
 
 def _landing_page(ctx: ServerContext) -> str:
