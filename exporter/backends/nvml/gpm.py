@@ -92,8 +92,9 @@ def read_gpm(gpu: NvmlGpu, clock: Callable[[], float] = time.monotonic) -> Itera
                 state.absent.add(name)
             continue
         unit = metric.metricInfo.unit
-        # A metric id this driver does not know can come back "successful" with no unit.
-        if not unit or math.isnan(metric.value):
+        # A metric id this driver does not know can come back "successful" without a name or
+        # unit (seen on an H100 with driver 580 for DMMA_TENSOR_UTIL): not a reading.
+        if not unit or not metric.metricInfo.shortName or math.isnan(metric.value):
             continue
         is_percent = unit in (b"%", "%")
         value = min(max(metric.value / 100, 0.0), 1.0) if is_percent else metric.value * MIB
