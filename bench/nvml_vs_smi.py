@@ -31,14 +31,6 @@ CHECKS = [
      {"sensor": "gpu"}, 1, 2),
     ("temperature memory °C", "temperature/memory_temp", "gpu_temperature_celsius",
      {"sensor": "memory"}, 1, 2),
-    ("shutdown threshold °C", "temperature/gpu_temp_max_threshold",
-     "gpu_temperature_threshold_celsius", {"threshold": "shutdown"}, 1, 0),
-    ("slowdown threshold °C", "temperature/gpu_temp_slow_threshold",
-     "gpu_temperature_threshold_celsius", {"threshold": "slowdown"}, 1, 0),
-    ("max operating °C", "temperature/gpu_temp_max_gpu_threshold",
-     "gpu_temperature_threshold_celsius", {"threshold": "max_operating"}, 1, 0),
-    ("memory max °C", "temperature/gpu_temp_max_mem_threshold",
-     "gpu_temperature_threshold_celsius", {"threshold": "memory_max"}, 1, 0),
     ("power draw W", "gpu_power_readings/average_power_draw", "gpu_power_watts", {}, 1, 15),
     ("power draw W (instant)", "gpu_power_readings/instant_power_draw", "gpu_power_watts", {},
      1, 15),
@@ -80,8 +72,16 @@ CHECKS = [
      {"cause": "uncorrectable"}, 1, 0),
     ("remap pending", "remapped_rows/remapped_row_pending", "gpu_row_remap_pending", {}, 1, 0),
     ("remap failure", "remapped_rows/remapped_row_failure", "gpu_row_remap_failure", {}, 1, 0),
-    ("remap banks max", "remapped_rows/remapped_row_histogram/row_remap_histogram_max",
-     "gpu_row_remap_banks", {"availability": "max"}, 1, 0),
+    ("ECC SRAM corrected (volatile)", "ecc_errors/volatile/sram_correctable",
+     "gpu_ecc_errors_total", {"type": "corrected", "scope": "volatile", "location": "sram"},
+     1, 0),
+    ("SRAM threshold exceeded", "ecc_errors/aggregate/sram_threshold_exceeded",
+     "gpu_sram_ecc_threshold_exceeded", {}, 1, 0),
+] + [
+    (f"remap banks {a}", f"remapped_rows/row_remapper_histogram/row_remapper_histogram_{a}",
+     "gpu_row_remap_banks", {"availability": a}, 1, 0)
+    for a in ("max", "high", "partial", "low", "none")
+] + [
     ("persistence mode", "persistence_mode", "gpu_persistence_mode_enabled", {}, 1, 0),
     ("MIG mode", "mig_mode/current_mig", "gpu_mig_mode_enabled", {}, 1, 0),
     ("performance state", "performance_state", "gpu_performance_state", {}, 1, 0),
@@ -96,11 +96,27 @@ CHECKS = [
                         ("hw_power_brake_slowdown", "hw_power_brake_slowdown"),
                         ("sync_boost", "sync_boost"),
                         ("sw_thermal_slowdown", "sw_thermal_slowdown"),
-                        ("display_clock_setting", "display_clock_setting")]
+                        ("display_clock_setting", "display_clocks_setting")]
 ]
 
 _WORDS = {"enabled": 1, "disabled": 0, "active": 1, "not active": 0, "yes": 1, "no": 0,
           "enable": 1, "disable": 0}
+
+
+# nvidia-smi (R580) prints thresholds as offsets from T.Limit, and T.Limit as the margin left
+# from the current temperature: absolute threshold = gpu_temp + gpu_temp_tlimit - offset.
+TLIMIT_THRESHOLDS = {"shutdown": "gpu_temp_max_tlimit_threshold",
+                     "slowdown": "gpu_temp_slow_tlimit_threshold",
+                     "max_operating": "gpu_temp_max_gpu_tlimit_threshold"}
+
+
+def tlimit_threshold(node: ET.Element, tag: str) -> float | None:
+    values = [smi_number(node.findtext(f"temperature/{t}"), t, node)
+              for t in ("gpu_temp", "gpu_temp_tlimit", tag)]
+    if any(v is None for v in values):
+        return None
+    temp, margin, offset = values
+    return temp + margin - offset
 
 
 def smi_number(text: str | None, xpath: str, node: ET.Element) -> float | None:
@@ -160,6 +176,16 @@ def main() -> None:
                 total += 1
             shown = "absent" if ours is None else f"{ours:.6g}"
             print(f"| {what} | {shown} | {(text or 'absent').strip()} | {verdict} |")
+        for threshold, tag in TLIMIT_THRESHOLDS.items():
+            ours = next((s.value for s in gpu.samples
+                         if s.family == "gpu_temperature_threshold_celsius"
+                         and ("threshold", threshold) in s.labels), None)
+            theirs = tlimit_threshold(node, tag)
+            ok = ours is not None and theirs is not None and abs(ours - theirs) <= 1
+            matches += ok
+            total += 1
+            print(f"| {threshold} threshold °C (T.Limit − offset) | {ours} | {theirs} | "
+                  f"{'yes' if ok else 'NO'} |")
         print()
     print(f"{matches}/{total} values agree within tolerance.")
 

@@ -144,8 +144,9 @@ class GpuWorker:
                 with cond:
                     if self.state.abandoned_cycle == job.cycle or f.name in self.state.unsupported:
                         continue
+                    # No notify here: waking the coordinator on every call costs more than the
+                    # call (GIL hand-offs); it checks calls in flight on its own timer.
                     self.state.call = _Call(f, clock())
-                    cond.notify_all()
                 try:
                     results[f.name] = tuple(f.read(self.device))
                 except Unsupported:
@@ -471,9 +472,12 @@ class Sampler:
             pending = still
             if not pending:
                 return
+            # Workers notify only when a pass ends; a call that started since this check is
+            # looked at again within a quarter of the deadline.
             deadlines = [d for w in pending if (d := w.next_deadline(self.call_deadline))]
-            timeout = max(0.0, min(deadlines) - now) if deadlines else self.call_deadline
-            self.cond.wait(timeout)
+            poll = self.call_deadline / 4
+            timeout = min([d - now for d in deadlines] + [poll])
+            self.cond.wait(max(0.0, timeout))
 
     # --- bookkeeping (condition held) -----------------------------------------------------------
     def count_error(self, tier: Tier, device: Device, reason: str) -> None:
