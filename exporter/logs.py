@@ -14,7 +14,8 @@ import time
 from collections import Counter
 from typing import Any
 
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+# Attributes every record has, plus uvicorn's `color_message` (the message with ANSI colours).
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"color_message"}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -50,6 +50,9 @@ class GpmState:
     taken_at: float
     last: list[Sample] = field(default_factory=list)
     absent: set[str] = field(default_factory=set)
+    # The ~19 KB request struct, built once per set of wanted metrics and reused.
+    request: Any = None
+    wanted: tuple[tuple[str, str, dict[str, str]], ...] = ()
 
 
 def _state(gpu: NvmlGpu, clock: Callable[[], float]) -> GpmState | None:
@@ -75,13 +78,15 @@ def read_gpm(gpu: NvmlGpu, clock: Callable[[], float] = time.monotonic) -> Itera
     if now - state.taken_at < MIN_INTERVAL:
         return list(state.last)
     nv.nvmlGpmSampleGet(h, state.current)
-    wanted = [m for m in METRICS if m[0] not in state.absent]
-    request = nv.c_nvmlGpmMetricsGet_t()
-    request.version = nv.NVML_GPM_METRICS_GET_VERSION
-    request.numMetrics = len(wanted)
+    wanted = tuple(m for m in METRICS if m[0] not in state.absent)
+    if state.request is None or wanted != state.wanted:
+        state.request, state.wanted = nv.c_nvmlGpmMetricsGet_t(), wanted
+        state.request.version = nv.NVML_GPM_METRICS_GET_VERSION
+        state.request.numMetrics = len(wanted)
+        for i, (name, _, _) in enumerate(wanted):
+            state.request.metrics[i].metricId = getattr(nv, name)
+    request = state.request
     request.sample1, request.sample2 = state.previous, state.current
-    for i, (name, _, _) in enumerate(wanted):
-        request.metrics[i].metricId = getattr(nv, name)
     nv.nvmlGpmMetricsGet(request)
     state.previous, state.current, state.taken_at = state.current, state.previous, now
     out = []
