@@ -24,7 +24,8 @@ CHECKS = [
     ("GPU utilization %", "utilization/gpu_util", "gpu_utilization_ratio", {}, 0.01, 5),
     ("memory activity %", "utilization/memory_util", "gpu_memory_activity_ratio", {}, 0.01, 5),
     ("memory total MiB", "fb_memory_usage/total", "gpu_memory_total_bytes", {}, MIB, 0),
-    ("memory reserved MiB", "fb_memory_usage/reserved", "gpu_memory_reserved_bytes", {}, MIB, 0),
+    # nvidia-smi rounds MiB up: 615.06 MiB from NVML shows as 616.
+    ("memory reserved MiB", "fb_memory_usage/reserved", "gpu_memory_reserved_bytes", {}, MIB, 1),
     ("memory used MiB", "fb_memory_usage/used", "gpu_memory_used_bytes", {}, MIB, 2),
     ("memory free MiB", "fb_memory_usage/free", "gpu_memory_free_bytes", {}, MIB, 2),
     ("temperature GPU °C", "temperature/gpu_temp", "gpu_temperature_celsius",
