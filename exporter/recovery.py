@@ -72,7 +72,10 @@ class Recovery:
                         extra={"backend": backend.name, "error": f"{type(e).__name__}: {e}",
                                "retry_in_seconds": backoff})
             return
-        source.needs_reinit, source.healthy = False, True
+        source.healthy = True
         self.sampler.reconcile(source, devices)
+        # A GPU still lost now (not enumerated) is tried again with the same backoff, so it
+        # returns by itself after a reset instead of staying missing until a restart.
+        source.needs_reinit = any(w.state.missing for w in source.workers)
         log.info("backend re-initialized",
                  extra={"backend": backend.name, "gpus": len(devices)})

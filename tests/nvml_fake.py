@@ -272,7 +272,8 @@ class FakeNvml(types.ModuleType):
                 return self._f_lifecycle(name)
             if self._f_refcount == 0:
                 raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
-            if gpus & self._f_lost:
+            # Freeing a GPM buffer or an event set is host memory: it works for a lost GPU too.
+            if gpus & self._f_lost and name not in FREE_FUNCTIONS:
                 raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
             for entry in seen:
                 if entry.freed:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..base import Unsupported
-from .errors import NOT_SUPPORTED_CODES
+from .errors import LIBRARY_CODES, LOST_CODES, NOT_SUPPORTED_CODES
 from .gpu import NvmlGpu
 
 _UNION_MEMBER = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal",
@@ -25,6 +25,8 @@ def field_values(gpu: NvmlGpu, ids: Sequence[int]) -> dict[int, float]:
     out: dict[int, float] = {}
     for entry in gpu.nvml.nvmlDeviceGetFieldValues(gpu.handle, wanted):
         if entry.nvmlReturn != 0:
+            if entry.nvmlReturn in LOST_CODES or entry.nvmlReturn in LIBRARY_CODES:
+                raise gpu.nvml.NVMLError(entry.nvmlReturn)  # translated like any call
             if entry.nvmlReturn in NOT_SUPPORTED_CODES:
                 gpu.absent.add(f"fv:{entry.fieldId}")
             continue

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ...catalog import Tier
 from ..base import Sample, Unsupported, sample
+from .errors import is_not_supported
 from .gpu import FieldSpec, NvmlGpu
 
 CLOCKS = {"graphics": "NVML_CLOCK_GRAPHICS", "sm": "NVML_CLOCK_SM",
@@ -17,8 +18,10 @@ def _optional_text(gpu: NvmlGpu, fn: str) -> str:
     """Serial and VBIOS are absent on some boards: an empty label, not a missing gpu_info."""
     try:
         return str(getattr(gpu.nvml, fn)(gpu.handle))
-    except gpu.nvml.NVMLError:
-        return ""
+    except gpu.nvml.NVMLError as e:
+        if is_not_supported(gpu.nvml, e):
+            return ""
+        raise
 
 
 def pci_bus_id(gpu: NvmlGpu) -> str:
