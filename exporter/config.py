@@ -172,21 +172,27 @@ class _FileSource(PydanticBaseSettingsSource):
         return dict(self._values)
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Load the YAML file safely (no tags that build objects): a mapping of sections."""
+def read_yaml(path: Path, where: str, error: type[ConfigError] = ConfigError) -> Any:
+    """Load a YAML file safely (no tags that build objects); any problem is one line naming
+    `where` (e.g. "config file /etc/x.yaml") and raised as `error`."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {path}: not found") from None
+        raise error(f"{where}: not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {path}: cannot read it: {e}") from None
+        raise error(f"{where}: cannot read it: {e}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"config file {path}: not valid YAML{at}: {problem}") from None
+        raise error(f"{where}: not valid YAML{at}: {problem}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The config file as a mapping of sections."""
+    data = read_yaml(path, f"config file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -107,14 +107,15 @@ class GpuProfile:
         return tuple(self.clock_max_mhz)
 
 
-_NVIDIA_THRESHOLDS = {"slowdown": 89.0, "shutdown": 92.0, "max_operating": 87.0,
+# As an H100 80GB HBM3 with driver 580.159 reports them (docs/benchmarks.md).
+_NVIDIA_THRESHOLDS = {"slowdown": 89.0, "shutdown": 95.0, "max_operating": 87.0,
                       "memory_max": 95.0}
 _HOPPER_TEMPS = {"gpu": (31.0, 66.0), "memory": (34.0, 56.0)}
 
 H100_SXM = GpuProfile(
     key="h100-sxm", vendor="nvidia", name="NVIDIA H100 80GB HBM3",
     families=_NVIDIA | GPM,
-    memory_total_bytes=81559 * MIB, memory_reserved_bytes=551 * MIB,
+    memory_total_bytes=81559 * MIB, memory_reserved_bytes=480 * MIB,  # measured, driver 580
     power_limit_watts=700.0, power_idle_watts=(70.0, 90.0),
     clock_max_mhz={"graphics": 1980, "sm": 1980, "memory": 2619, "video": 1545},
     clock_idle_mhz={"graphics": 345, "sm": 345, "memory": 2619, "video": 765},
@@ -128,7 +129,7 @@ H100_SXM = GpuProfile(
 H200_SXM = GpuProfile(
     key="h200-sxm", vendor="nvidia", name="NVIDIA H200",
     families=_NVIDIA | GPM,
-    memory_total_bytes=143771 * MIB, memory_reserved_bytes=604 * MIB,
+    memory_total_bytes=143771 * MIB, memory_reserved_bytes=615 * MIB,  # measured, driver 580
     power_limit_watts=700.0, power_idle_watts=(75.0, 95.0),
     clock_max_mhz={"graphics": 1980, "sm": 1980, "memory": 3201, "video": 1545},
     clock_idle_mhz={"graphics": 345, "sm": 345, "memory": 3201, "video": 765},

@@ -17,7 +17,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -29,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from ...config import ConfigError
+from ...config import ConfigError, read_yaml
 from ...durations import parse_duration
 
 
@@ -251,20 +250,7 @@ class Scenario(BaseModel):
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file; raise ScenarioError with one line on any problem."""
     path = Path(path)
-    where = f"scenario {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(f"{where}: not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(f"{where}: cannot read it: {e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ScenarioError(f"{where}: not valid YAML{at}: {problem}") from None
+    data = read_yaml(path, f"scenario {path}", ScenarioError)
     return parse_scenario(data, source=str(path))
 
 
