@@ -139,3 +139,22 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
     assert r.returncode == 2
     r = run("--version")
     assert r.returncode == 0 and "gpu-fleet-exporter" in r.stdout
+
+
+@pytest.mark.parametrize("scenario, fragment", [
+    ("faults:\n  - {at: 1s, gpu: 1, kind: xid}\n", "faults[0]"),
+    ("faults:\n  - {at: 1s, gpu: 99, kind: xid, xid: 79}\n", "faults[0].gpu"),
+    ("faults: [unclosed\n", "not valid YAML"),
+])
+def test_bad_scenario_exits_2_with_one_line(tmp_path: Path, scenario: str, fragment: str) -> None:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(scenario)
+    for command in ("check-config", "snapshot"):
+        args = [command, "--collection.backend=sim", f"--sim.scenario={path}"]
+        if command == "check-config":
+            config = _write(tmp_path, "")
+            args.insert(1, str(config))
+        r = subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True,
+                           text=True, cwd=REPO, timeout=60)
+        assert r.returncode == 2, (command, r.stderr)
+        assert r.stderr.count("\n") == 1 and fragment in r.stderr and "scenario" in r.stderr
