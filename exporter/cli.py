@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .catalog import COLLECTORS
-from .config import ConfigError, Settings, effective_yaml, load_settings
+from .config import ConfigError, Settings, effective_yaml, load_settings, setting_fields
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 PROG = "gpu-fleet-exporter"
@@ -31,13 +31,12 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
         if section == "collectors":
             continue
         group = parser.add_argument_group(f"{section} settings")
-        model = info.annotation
-        for key, field in model.model_fields.items():  # type: ignore[union-attr]
+        for path, field in setting_fields(info.annotation, (section,)):
             group.add_argument(
-                f"--{section}.{key.replace('_', '-')}",
-                dest=f"set__{section}__{key}",
+                "--" + ".".join([path[0], *(p.replace("_", "-") for p in path[1:])]),
+                dest="set__" + "__".join(path),
                 metavar="VALUE",
-                help=f"{field.description or key} (default: {field.default})",
+                help=f"{field.description or path[-1]} (default: {field.default})",
             )
     group = parser.add_argument_group("collectors")
     for name, default in COLLECTORS.items():
@@ -51,11 +50,14 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
     for dest, value in vars(args).items():
         if dest.startswith("set__") and value is not None:
-            _, section, key = dest.split("__", 2)
-            out.setdefault(section, {})[key] = value
+            *parents, key = dest.split("__")[1:]
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[key] = value
     return out
 
 

@@ -124,6 +124,49 @@ def read_token(path: Path, key: str) -> str:
     return token
 
 
+class ProbeIntervals(_Section):
+    """How often each probe runs on each GPU. The defaults keep the suite under 0.1 % of a
+    GPU's time (docs/probes.md has the arithmetic)."""
+
+    graph_replay: Duration = Field(4 * 3600.0, gt=0, description="graph replay + SDC check")
+    pcie_bandwidth: Duration = Field(12 * 3600.0, gt=0, description="pinned H2D/D2H copies")
+    memory_bandwidth: Duration = Field(12 * 3600.0, gt=0, description="device memory copy")
+    gemm: Duration = Field(24 * 3600.0, gt=0, description="BF16/FP16 matrix products")
+    p2p_bandwidth: Duration = Field(24 * 3600.0, gt=0, description="peer copies, every pair")
+
+
+class ProbeSettings(_Section):
+    enabled: bool = Field(True, description="run the probes on their schedule")
+    runtime: Literal["auto", "cuda", "sim"] = Field(
+        "auto", description="auto: sim on the simulated node, cuda (CuPy) elsewhere"
+    )
+    intervals: ProbeIntervals = ProbeIntervals()
+    jitter: Duration = Field(
+        600.0, ge=0, description="random delay added to each run, so a fleet never probes in step"
+    )
+    run_at_start: bool = Field(False, description="run every probe once right after start")
+    timeout: Duration = Field(120.0, gt=0, description="a probe child is killed after this")
+    max_utilization: float = Field(0.05, ge=0, le=1, description="idle gate: utilization ratio")
+    max_memory_used_bytes: float = Field(
+        2 * 2**30, ge=0, description="idle gate: device memory in use"
+    )
+    quiet_period: Duration = Field(
+        120.0, ge=0, description="idle gate: utilization stayed low this long"
+    )
+    token_file: Path | None = Field(
+        None, description="bearer token of POST /probes/run; unset disables it"
+    )
+    thresholds_file: Path | None = Field(
+        None, description="overrides of the packaged thresholds (same YAML format)"
+    )
+    cache_dir: Path | None = Field(
+        None, description="writable kernel cache of the probe child (default: a temp dir)"
+    )
+
+    def token(self) -> str | None:
+        return read_token(self.token_file, "probes.token_file") if self.token_file else None
+
+
 # One boolean per collector of the catalog, so an unknown collector name is a config error.
 CollectorSettings: type[BaseModel] = create_model(  # type: ignore[call-overload]
     "CollectorSettings",
@@ -144,6 +187,7 @@ class Settings(BaseSettings):
     sim: SimSettings = SimSettings()
     cost: CostSettings = CostSettings()
     admin: AdminSettings = AdminSettings()
+    probes: ProbeSettings = ProbeSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -309,6 +353,18 @@ def parse_listen_address(address: str) -> tuple[str, int]:
         raise ValueError("port must be between 0 (any free port) and 65535")
     host = m["v6"] or m["host"] or "0.0.0.0"
     return host, port
+
+
+def setting_fields(model: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    """Every leaf setting of a section as (path, field), nested sections flattened."""
+    out = []
+    for key, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out += setting_fields(sub, (*path, key))
+        else:
+            out.append(((*path, key), field))
+    return out
 
 
 def effective_yaml(settings: Settings) -> str:

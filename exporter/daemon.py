@@ -24,6 +24,7 @@ from .config import Settings, parse_listen_address
 from .devfiles import open_device_files
 from .exposition import Row
 from .logs import WarnOnce
+from .probing import ProbeService
 from .publisher import Publisher
 from .recovery import Recovery
 from .sampler import Sampler, SamplerView
@@ -76,16 +77,38 @@ class Daemon:
         self.recovery = Recovery(self.sampler, self.lifecycle_lock, clock)
         self.sampler.after_cycle += [self.recovery.after_cycle, self._discover,
                                      self._resume_when_due]
+        self.probes: ProbeService | None = None
+        if settings.probes.enabled and settings.collector_enabled("probes"):
+            self.probes = self._probe_service()
+            self.publisher.add(self.probes.rows)
+            self.sampler.after_cycle.append(lambda: self.probes.observe(self.sampler.view))
+        self.probe_token = settings.probes.token()
+
+    def _probe_service(self) -> ProbeService:
+        sims = [b for b, _ in self.opened.sources if b.name == "sim"]
+        runtime = self.settings.probes.runtime
+        if runtime == "auto":
+            runtime = "sim" if sims else "cuda"
+
+        def sim_overrides(gpu: int, probe: str) -> dict[str, float]:
+            return sims[0].probe_values(gpu, probe) if sims else {}  # type: ignore[attr-defined]
+
+        return ProbeService(self.settings.probes, runtime, sim_overrides,
+                            on_change=self.publisher.refresh, clock=self.clock)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.publisher.publish(None)
         self.sampler.start()
+        if self.probes is not None:
+            self.probes.start()
         log.info("collecting", extra={
             "backends": ",".join(s.backend.name for s in self.sampler.sources) or "none",
             "gpus": len(self.sampler.workers)})
 
     def stop(self) -> None:
+        if self.probes is not None:
+            self.probes.stop()  # kills any probe child: nothing is left running
         self.sampler.stop()
         # Never release a vendor library while a call is still inside it.
         if self.sampler.calls_in_flight() == 0:
@@ -221,6 +244,8 @@ class Daemon:
             admin_token=self.admin_token,
             release=self.release,
             resume=self.resume,
+            probes=self.probes,
+            probe_token=self.probe_token,
         ))
         app.router.lifespan_context = lifespan
         return app

@@ -87,24 +87,24 @@ prints the effective settings.
 
 
 def render_config() -> str:
-    from .config import ENV_PREFIX, Settings
+    from .config import ENV_PREFIX, Settings, setting_fields
 
     lines = [CONFIG_HEADER.rstrip("\n"), ""]
     lines.append("| key | default | environment | flag | meaning |")
     lines.append("|---|---|---|---|---|")
     for section, info in Settings.model_fields.items():
-        model = info.annotation
-        for key, field in model.model_fields.items():  # type: ignore[union-attr]
-            env = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+        for path, field in setting_fields(info.annotation, (section,)):
+            key = path[-1]
+            env = ENV_PREFIX + "__".join(p.upper() for p in path)
             if section == "collectors":
                 flag = f"`--collector.{key}` / `--no-collector.{key}`"
                 meaning = f"collect the {key} families"
             else:
-                flag = f"`--{section}.{key.replace('_', '-')}`"
+                flag = "`--" + ".".join([section, *(p.replace("_", "-") for p in path[1:])]) + "`"
                 meaning = field.description or ""
             default = field.default
             shown = "unset" if default is None else f"`{default}`"
-            lines.append(f"| `{section}.{key}` | {shown} | `{env}` | {flag} | {_cell(meaning)} |")
+            lines.append(f"| `{'.'.join(path)}` | {shown} | `{env}` | {flag} | {_cell(meaning)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from . import __version__
@@ -42,6 +43,15 @@ class ServerContext:
     admin_token: str | None = None
     release: Callable[[str], Any] | None = None
     resume: Callable[[str], Any] | None = None
+    probes: Any = None  # exporter.probing.ProbeService, when probes are enabled
+    probe_token: str | None = None
+
+
+class ProbeRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    probe: str
+    gpu: int | None = Field(None, ge=0, description="one GPU by index; all GPUs when absent")
+    force: bool = Field(False, description="run even if the GPU is busy (skips the idle gate)")
 
 
 def create_app(ctx: ServerContext) -> FastAPI:
@@ -102,6 +112,34 @@ def create_app(ctx: ServerContext) -> FastAPI:
               responses={401: {}, 403: {}})
     async def admin_resume(request: Request) -> JSONResponse:
         return await _admin(request, ctx.resume)
+
+    @app.get("/probes", summary="Last results of each probe on each GPU")
+    async def probes_report() -> dict[str, Any]:
+        if ctx.probes is None:
+            raise HTTPException(404, "probes are disabled (probes.enabled)")
+        return ctx.probes.report()
+
+    @app.post("/probes/run", summary="Run a probe now",
+              responses={401: {}, 403: {}, 404: {}, 409: {}})
+    async def probes_run(request: Request, body: ProbeRunRequest) -> JSONResponse:
+        require_bearer(request, ctx.probe_token, "triggering probes", "probes.token_file")
+        from probes.registry import PROBES
+        from probes.runner import Busy
+
+        if ctx.probes is None:
+            raise HTTPException(404, "probes are disabled (probes.enabled)")
+        if body.probe not in PROBES:
+            raise HTTPException(404, f"unknown probe {body.probe!r}; known: {', '.join(PROBES)}")
+        gpus = None if body.gpu is None else [body.gpu]
+        if gpus and not ctx.probes.targets(gpus):
+            raise HTTPException(404, f"no GPU {body.gpu}")
+        who = request.client.host if request.client else "?"
+        log.info("probe run requested", extra={"probe": body.probe, "gpu": body.gpu, "by": who})
+        try:
+            results = await run_in_threadpool(ctx.probes.run, body.probe, gpus, body.force, True)
+        except Busy as e:
+            raise HTTPException(409, str(e)) from None
+        return JSONResponse({"results": [r.to_dict() for r in results]})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def landing() -> str:
