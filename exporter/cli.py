@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     snap = sub.add_parser("snapshot", parents=[common],
                           help="collect once and print a table (or JSON with --json)")
     snap.add_argument("--json", action="store_true", help="print JSON for machines")
+    probe = sub.add_parser("probe", parents=[common],
+                           help="run the probes once: the node admission check (exit code)")
+    probe.add_argument("--gpu", type=int, action="append", metavar="INDEX",
+                       help="a GPU to probe (repeatable; default all)")
+    probe.add_argument("--probe", action="append", metavar="NAME", dest="probe_names",
+                       help="a probe to run (repeatable; default all): " + ", ".join(
+                           ("graph_replay", "pcie_bandwidth", "memory_bandwidth", "gemm",
+                            "p2p_bandwidth")))
+    probe.add_argument("--force", action="store_true",
+                       help="run on busy GPUs too (skips the idle gate)")
+    probe.add_argument("--json", action="store_true", help="print JSON for machines")
     check = sub.add_parser("check-config", parents=[common],
                            help="validate a config file and print the effective settings")
     check.add_argument("file", type=Path, metavar="FILE")
@@ -96,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         configure(settings.log.level, settings.log.format)
         if args.command == "serve":
             return _serve(settings)
+        if args.command == "probe":
+            from .probe_cmd import run_probes
+
+            return run_probes(settings, _open(settings), args.gpu, args.probe_names,
+                              args.force, args.json)
         return _snapshot(settings, as_json=args.json)
     except ConfigError as e:
         _fail(str(e), EXIT_USAGE)

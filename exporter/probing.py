@@ -80,7 +80,7 @@ class ProbeService:
         self._gpus: dict[str, _GpuInfo] = {}
         self.results: dict[tuple[str, str, str], ProbeResult] = {}  # (uuid, probe, peer)
         self.runs: Counter[tuple[str, str, str]] = Counter()  # (uuid, probe, outcome)
-        self.last_skip: dict[tuple[str, str], str] = {}
+        self.last_skip: dict[tuple[str, str], str] = {}  # (uuid, probe) -> reason
         self.scheduler: Any = None
         self.disabled_reason: str | None = None
         if runtime == "cuda" and importlib.util.find_spec("cupy") is None:
@@ -136,7 +136,9 @@ class ProbeService:
     def _run_one(self, probe: str, target: Target, peer: Target | None, force: bool,
                  raise_busy: bool) -> ProbeResult | None:
         if not force:
-            reason = self._busy_reason(target) or (self._busy_reason(peer) if peer else None)
+            reason = self._busy_reason(target)
+            if reason is None and peer is not None and (why := self._busy_reason(peer)):
+                reason = f"peer GPU {peer.index}: {why}"
             if reason:
                 self._skip(target, probe, peer, reason)
                 return None

@@ -1,0 +1,131 @@
+"""`gpu-fleet-exporter probe`: run the probes once, without the daemon; the exit code decides.
+
+It is the node admission check (an init container, a pre-job hook): 0 every probe passed
+(warnings are printed), 1 at least one GPU failed a probe (confirmed by a retry: quarantine the
+node), 3 unknown (no GPU, CuPy missing, a probe broke or could not run), 2 usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from probes.registry import PROBES
+from probes.result import Outcome, ProbeResult
+
+from .config import Settings
+from .probing import ProbeService
+from .sampler import Sampler
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
+
+
+def run_probes(settings: Settings, opened: Any, gpus: list[int] | None,
+               names: list[str] | None, force: bool, as_json: bool) -> int:
+    unknown = sorted(set(names or ()) - set(PROBES))
+    if unknown:
+        print(f"gpu-fleet-exporter: unknown probe(s) {', '.join(unknown)}; known: "
+              f"{', '.join(PROBES)}", file=sys.stderr)
+        return EXIT_USAGE
+    c = settings.collection
+    sampler = Sampler(opened.sources, fast_interval=c.fast_interval,
+                      slow_interval=c.slow_interval, call_deadline=c.call_deadline,
+                      collector_enabled=settings.collector_enabled)
+    sampler.start(schedule=False)
+    try:
+        view = sampler.run_cycle()
+    finally:
+        sampler.stop()
+        if sampler.calls_in_flight() == 0:
+            for backend, _ in opened.sources:
+                backend.stop()
+    if not view.gpus:
+        print("gpu-fleet-exporter: no GPU to probe", file=sys.stderr)
+        return EXIT_UNKNOWN
+    known = {g.index for g in view.gpus}
+    if gpus and not set(gpus) <= known:
+        print(f"gpu-fleet-exporter: no GPU {sorted(set(gpus) - known)}; this node has "
+              f"{sorted(known)}", file=sys.stderr)
+        return EXIT_USAGE
+    # An admission check looks at the GPU as it is now: no quiet period to wait for.
+    probe_settings = settings.probes.model_copy(update={"quiet_period": 0.0})
+    sims = [b for b, _ in opened.sources if b.name == "sim"]
+    runtime = settings.probes.runtime
+    if runtime == "auto":
+        runtime = "sim" if sims else "cuda"
+    service = ProbeService(probe_settings, runtime,
+                           (lambda g, p: sims[0].probe_values(g, p)) if sims else None)
+    if service.disabled_reason:
+        print(f"gpu-fleet-exporter: probes cannot run: {service.disabled_reason}",
+              file=sys.stderr)
+        return EXIT_UNKNOWN
+    service.observe(view)
+    results: list[ProbeResult] = []
+    skipped: list[dict[str, Any]] = []
+    for name in names or list(PROBES):
+        if PROBES[name].pair and len(service.targets(gpus)) < 2:
+            continue  # one GPU: no pair to measure
+        results += service.run(name, gpus, force)
+    index = {t.uuid: t.index for t in service.targets()}
+    for (uuid, probe), reason in service.last_skip.items():
+        skipped.append({"gpu": index.get(uuid), "uuid": uuid, "probe": probe, "reason": reason})
+    code = _exit_code(results, skipped)
+    if as_json:
+        print(json.dumps({"results": [r.to_dict() for r in results], "skipped": skipped,
+                          "exit_code": code}, indent=2))
+    else:
+        _table(results, skipped, index)
+    return code
+
+
+def _exit_code(results: list[ProbeResult], skipped: list[dict[str, Any]]) -> int:
+    if any(r.outcome is Outcome.FAIL for r in results):
+        return EXIT_FAIL
+    if skipped or any(r.outcome is Outcome.ERROR for r in results) or not results:
+        return EXIT_UNKNOWN
+    return EXIT_OK
+
+
+def _figures(r: ProbeResult) -> str:
+    if r.measurement is None:
+        return "-"
+    parts = []
+    for q, v in r.measurement.quantities.items():
+        if q.endswith("_bytes_per_second"):
+            parts.append(f"{q.removesuffix('_bytes_per_second')} {v / 1e9:.1f} GB/s")
+        elif q.endswith("_flop_per_second"):
+            parts.append(f"{q.removesuffix('_flop_per_second')} {v / 1e12:.0f} TFLOP/s")
+        elif q.endswith("_seconds"):
+            parts.append(f"{q.removesuffix('_seconds')} {v * 1e3:.3g} ms")
+        else:
+            parts.append(f"{q} {v:.3g}")
+    if r.measurement.corrupted is not None:
+        parts.append(f"corrupted {r.measurement.corrupted}")
+    return ", ".join(parts)
+
+
+def _table(results: list[ProbeResult], skipped: list[dict[str, Any]],
+           index: dict[str, int]) -> None:
+    table = Table(title="gpu-fleet-exporter probe", header_style="bold")
+    for col in ("GPU", "Probe", "Outcome", "Figures", "Start s", "Measure s", "Reason"):
+        table.add_column(col)
+    style = {Outcome.PASS: "green", Outcome.FAIL: "red", Outcome.ERROR: "red",
+             Outcome.SKIPPED: "yellow"}
+    for r in results:
+        outcome = r.outcome.value + (" (warn)" if r.warn else "")
+        gpu = str(r.gpu) + (f" -> {index.get(r.peer_uuid, '?')}" if r.peer_uuid else "")
+        m = r.measurement
+        table.add_row(gpu, r.probe, f"[{style[r.outcome]}]{outcome}[/]", _figures(r),
+                      f"{m.start_seconds:.2f}" if m else "-",
+                      f"{m.measure_seconds:.3f}" if m else "-", r.reason or "")
+    for s in skipped:
+        table.add_row(str(s["gpu"]), s["probe"], "[yellow]skipped[/]", "-", "-", "-",
+                      s["reason"])
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # a log or a pipe: do not squeeze into 80 columns
+    console.print(table)
