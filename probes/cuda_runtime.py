@@ -36,17 +36,24 @@ class ProbeContext:
     uuid: str
     peer_uuid: str | None = None
     numa_node: int | None = None  # host NUMA node of the GPU, where the system says
-    ready_at: float | None = None  # perf_counter() when the timed part began
-    measure_seconds: float = 0.0
+    ready_at: float | None = None  # perf_counter() when the first timed segment began
+    measure_seconds: float = 0.0  # the timed segments' wall time, summed
+    setup_between: float = 0.0  # set-up between timed segments: counted as start time
     notes: list[str] = field(default_factory=list)
+    _last_end: float | None = None
 
     @contextlib.contextmanager
     def timed(self) -> Iterator[None]:
-        """The probe's timed part: everything before it is start time. The body must end with
-        a synchronisation, so that the wall time covers the device work."""
-        self.ready_at = time.perf_counter()
+        """A timed segment of the probe: everything outside the segments is start time. The
+        body must end with a synchronisation, so that the wall time covers the device work."""
+        now = time.perf_counter()
+        if self.ready_at is None:
+            self.ready_at = now
+        elif self._last_end is not None:
+            self.setup_between += now - self._last_end
         yield
-        self.measure_seconds = time.perf_counter() - self.ready_at
+        self._last_end = time.perf_counter()
+        self.measure_seconds += self._last_end - now
 
 
 def run(spec: ProbeSpec, uuid: str, peer_uuid: str | None, params: dict[str, Any],
@@ -89,7 +96,7 @@ def run(spec: ProbeSpec, uuid: str, peer_uuid: str | None, params: dict[str, Any
         _free_all(cupy, devices)
     end = time.perf_counter()
     ready = ctx.ready_at if ctx.ready_at is not None else end
-    m.start_seconds = ready - started
+    m.start_seconds = ready - started + ctx.setup_between
     m.measure_seconds = ctx.measure_seconds
     if ctx.notes:
         m.detail = "; ".join(filter(None, [m.detail, *ctx.notes]))
@@ -134,7 +141,7 @@ def _numa_node(cupy: ModuleType, ordinal: int) -> int | None:
         bus_id = cupy.cuda.runtime.deviceGetPCIBusId(ordinal).lower()
         with open(f"/sys/bus/pci/devices/{bus_id}/numa_node") as f:
             node = int(f.read().strip())
-    except (OSError, ValueError, AttributeError):
+    except Exception:  # no sysfs entry, a CUDA error, an old CuPy: not known, not fatal
         return None
     return node if node >= 0 else None
 
@@ -149,14 +156,17 @@ def _free_all(cupy: ModuleType, devices: tuple[int, ...]) -> None:
 
 # Timing helpers shared by the probes.
 
-def event_seconds(cupy: ModuleType, stream: Any, op: Callable[[], None], repeats: int,
-                  warmup: int = 2) -> list[float]:
-    """Each of `repeats` runs of `op` (which enqueues on `stream`), timed with CUDA events
-    recorded around it; the runs are queued back to back, one synchronisation at the end.
-    The `warmup` runs before are not timed."""
-    for _ in range(warmup):
+def warm_up(stream: Any, op: Callable[[], None], times: int) -> None:
+    """Run `op` untimed (first-use costs, clocks rising) and wait for it: start time."""
+    for _ in range(times):
         op()
     stream.synchronize()
+
+
+def event_seconds(cupy: ModuleType, stream: Any, op: Callable[[], None],
+                  repeats: int) -> list[float]:
+    """Each of `repeats` runs of `op` (which enqueues on `stream`), timed with CUDA events
+    recorded around it; the runs are queued back to back, one synchronisation at the end."""
     marks = [(cupy.cuda.Event(), cupy.cuda.Event()) for _ in range(repeats)]
     for start, end in marks:
         start.record(stream)
@@ -164,6 +174,13 @@ def event_seconds(cupy: ModuleType, stream: Any, op: Callable[[], None], repeats
         end.record(stream)
     marks[-1][1].synchronize()
     return [cupy.cuda.get_elapsed_time(s, e) / 1e3 for s, e in marks]
+
+
+def landed(array: Any, value: int, sample: int = 1 << 16) -> bool:
+    """Whether the first and last `sample` bytes of a uint8 device array all hold `value`: a
+    copy that did not happen (or went elsewhere) shows. Plain copies out, no kernel to build."""
+    ends = (array[:sample].get(), array[-sample:].get())
+    return all(bool((e == value).all()) for e in ends)
 
 
 def median(values: list[float]) -> float:

@@ -149,7 +149,8 @@ def test_scheduled_runs_start_and_carry_jitter(tmp_path: Path) -> None:
         assert len(fires) > 1, "jitter should spread the fire times"
         assert all(now + timedelta(hours=1) <= f <= now + timedelta(hours=1, seconds=30)
                    for f in fires)
-        # run_at_start: every probe runs shortly after start, once telemetry exists.
+        # Fire the job now, once telemetry exists (a run before the first cycle has no GPUs).
+        wait_for(lambda: len(daemon.probes.targets()) == 4, what="probe targets")
         daemon.probes.scheduler.modify_job("pcie_bandwidth", next_run_time=datetime.now(
             job.trigger.timezone))
         wait_for(lambda: any(k[1] == "pcie_bandwidth" for k in daemon.probes.runs),
