@@ -195,9 +195,13 @@ class ProbeService:
         if self.disabled_reason:
             log.warning("probes disabled", extra={"reason": self.disabled_reason})
             return
+        from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        self.scheduler = BackgroundScheduler(daemon=True)
+        # One worker: scheduled probes run one after another on the node, so two of ours never
+        # compete for a GPU (a run due while another runs waits for it instead of skipping).
+        self.scheduler = BackgroundScheduler(
+            daemon=True, executors={"default": ThreadPoolExecutor(max_workers=1)})
         first = datetime.now() + timedelta(seconds=5) if self.settings.run_at_start else None
         for name in PROBES:
             interval = getattr(self.settings.intervals, name)

@@ -159,6 +159,30 @@ def test_scheduled_runs_start_and_carry_jitter(tmp_path: Path) -> None:
         daemon.stop()
 
 
+def test_probes_due_together_run_one_after_another(tmp_path: Path) -> None:
+    """Every job fires at once at start: none may be skipped because of one of ours."""
+    daemon = _daemon(tmp_path, scenario="faults: []\n")
+    daemon.start()
+    try:
+        wait_for(lambda: len(daemon.probes.targets()) == 4, what="probe targets")
+        idle = [t for t in daemon.probes.targets()
+                if daemon.probes._busy_reason(t) is None]
+        assert idle, "the simulated node should have an idle GPU"
+        now = datetime.now(daemon.probes.scheduler.get_job("gemm").trigger.timezone)
+        singles = [n for n in ("graph_replay", "pcie_bandwidth", "memory_bandwidth", "gemm")]
+        for name in singles:
+            daemon.probes.scheduler.modify_job(name, next_run_time=now)
+        uuid = idle[0].uuid
+
+        def done() -> bool:
+            return all(daemon.probes.runs[(uuid, n, "pass")] for n in singles)
+
+        wait_for(done, timeout=60, what="every probe to pass on an idle GPU")
+        assert not any(k[0] == uuid and k[2] == "skipped" for k in daemon.probes.runs)
+    finally:
+        daemon.stop()
+
+
 @pytest.mark.integration
 def test_promtool_accepts_the_probe_families(client) -> None:
     promtool = require_tool("promtool")
