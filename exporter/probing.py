@@ -233,6 +233,8 @@ class ProbeService:
         for info in gpus.values():
             ident = (("gpu", str(info.index)), ("uuid", info.uuid))
             for name in PROBES:
+                if PROBES[name].pair and len(gpus) < 2:
+                    continue  # no pair to measure: no line to draw
                 for lim in self.thresholds.limits(name, info.facts):
                     key = (*ident, ("probe", name), ("quantity", lim.quantity))
                     rows.append(Row("gpu_probe_threshold", (*key, ("bound", lim.bound)),
