@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -13,6 +14,13 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 def parse_duration(value: Any) -> float:
     """Return seconds; raise ValueError with the accepted forms on anything else."""
+    seconds = _parse(value)
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite duration")
+    return seconds
+
+
+def _parse(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 5s, 500ms, 1m30s or a number of seconds")
     if isinstance(value, int | float):

@@ -330,6 +330,9 @@ class Sampler:
         with self.cond:
             self.paused = reason
             for w in self.workers:
+                if w.state.job is not None:
+                    # A pass in flight must not bring its GPU back up when it finishes.
+                    w.state.abandoned_cycle = w.state.job.cycle
                 w._mark_down(reason)
             view = self._make_view()
         self.on_cycle(view)
@@ -403,6 +406,8 @@ class Sampler:
         """Read the given tiers on every GPU that is not stuck; return when all are done or due."""
         started = self.clock()
         with self.cond:
+            if self.paused is not None:  # released between the schedule's check and now
+                return self._view or self._make_view()
             self._cycle += 1
             cycle = self._cycle
             dispatched = []

@@ -242,3 +242,27 @@ def test_a_vendor_library_that_appears_later_is_picked_up(monkeypatch, fake) -> 
     daemon._discover()
     assert [(s.name, s.up) for s in daemon.backend_statuses()] == [("fake", True)]
     assert len(daemon.sampler.workers) == 3
+
+
+def test_a_release_during_a_pass_keeps_every_gpu_down(fake: FakeBackend, tmp_path: Path) -> None:
+    """A read in flight when the release comes must not bring its GPU back up afterwards."""
+    daemon = _daemon(fake, tmp_path, release_wait=5)
+    daemon.sampler.start(schedule=False)
+    try:
+        daemon.sampler.run_cycle()
+        gate = fake.block(0, "utilization")
+        cycle = threading.Thread(target=daemon.sampler.run_cycle, args=((Tier.FAST,),))
+        cycle.start()
+        wait_for(lambda: fake.entered[(0, "utilization")].is_set(), what="the read to block")
+        releaser = threading.Thread(target=daemon.release, args=("test",))
+        releaser.start()
+        wait_for(lambda: daemon.sampler.paused is not None, what="the pause")
+        gate.set()
+        releaser.join(10)
+        cycle.join(10)
+        assert daemon.released
+        view = daemon.sampler.view
+        assert [g.up for g in view.gpus] == [False, False, False]
+        assert all({s.family for s in g.samples} <= {"gpu_info"} for g in view.gpus)
+    finally:
+        daemon.sampler.stop()
