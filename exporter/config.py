@@ -163,6 +163,18 @@ class ProbeSettings(_Section):
         None, description="writable kernel cache of the probe child (default: a temp dir)"
     )
 
+    @field_validator("thresholds_file")
+    @classmethod
+    def _thresholds(cls, v: Path | None) -> Path | None:
+        # Checked now: a typo found at the first probe run would read as a failing GPU.
+        if v is not None:
+            data = read_yaml(v, f"thresholds file {v}", ValueError)
+            if not isinstance(data, dict) or not set(data) <= {
+                    "warn_band", "peer_tolerance", "links", "models", "probes"}:
+                raise ValueError(f"thresholds file {v}: must be a mapping with the keys of "
+                                 "probes/thresholds.yaml")
+        return v
+
     def token(self) -> str | None:
         return read_token(self.token_file, "probes.token_file") if self.token_file else None
 
@@ -216,7 +228,7 @@ class _FileSource(PydanticBaseSettingsSource):
         return dict(self._values)
 
 
-def read_yaml(path: Path, where: str, error: type[ConfigError] = ConfigError) -> Any:
+def read_yaml(path: Path, where: str, error: type[Exception] = ConfigError) -> Any:
     """Load a YAML file safely (no tags that build objects); any problem is one line naming
     `where` (e.g. "config file /etc/x.yaml") and raised as `error`."""
     try:

@@ -85,7 +85,8 @@ def run_probes(settings: Settings, opened: Any, gpus: list[int] | None,
 def _exit_code(results: list[ProbeResult], skipped: list[dict[str, Any]]) -> int:
     if any(r.outcome is Outcome.FAIL for r in results):
         return EXIT_FAIL
-    if skipped or any(r.outcome is Outcome.ERROR for r in results) or not results:
+    if skipped or not results or any(r.outcome in (Outcome.ERROR, Outcome.SKIPPED)
+                                     for r in results):
         return EXIT_UNKNOWN
     return EXIT_OK
 

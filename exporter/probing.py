@@ -128,6 +128,8 @@ class ProbeService:
             pairs = [(t, None) for t in targets]
         results = []
         for target, peer in pairs:
+            if self.runner.stopped:
+                break  # shutdown or release: no further child
             result = self._run_one(probe, target, peer, force, raise_busy)
             if result is not None:
                 results.append(result)
@@ -183,7 +185,11 @@ class ProbeService:
     def _record(self, result: ProbeResult) -> None:
         with self._lock:
             self.runs[(result.uuid, result.probe, result.outcome.value)] += 1
-            self.results[(result.uuid, result.probe, result.peer_uuid or "")] = result
+            if result.outcome is Outcome.SKIPPED:
+                # gpu_probe_success covers the last run that was not skipped.
+                self.last_skip[(result.uuid, result.probe)] = result.reason
+            else:
+                self.results[(result.uuid, result.probe, result.peer_uuid or "")] = result
         level = logging.WARNING if result.outcome in (Outcome.FAIL, Outcome.ERROR) else logging.INFO
         log.log(level, "probe finished", extra={
             "probe": result.probe, "gpu": result.gpu, "outcome": result.outcome.value,
@@ -221,7 +227,14 @@ class ProbeService:
     def stop(self) -> None:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
-        self.runner.kill_all()
+        self.runner.stop("the daemon is stopping")
+
+    def pause(self, reason: str) -> None:
+        """No probe while the GPUs are released for repairs: running children are killed."""
+        self.runner.stop(reason)
+
+    def resume(self) -> None:
+        self.runner.restart()
 
     # --- out: metrics and JSON -------------------------------------------------------------
     def rows(self, view: SamplerView | None) -> list[Row]:

@@ -17,7 +17,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from . import __version__
@@ -121,11 +121,16 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
     @app.post("/probes/run", summary="Run a probe now",
               responses={401: {}, 403: {}, 404: {}, 409: {}})
-    async def probes_run(request: Request, body: ProbeRunRequest) -> JSONResponse:
+    async def probes_run(request: Request) -> JSONResponse:
+        # The token first: an unauthenticated caller learns nothing, not even validation.
         require_bearer(request, ctx.probe_token, "triggering probes", "probes.token_file")
         from probes.registry import PROBES
         from probes.runner import Busy
 
+        try:
+            body = ProbeRunRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise HTTPException(422, e.errors(include_url=False, include_input=False)) from None
         if ctx.probes is None:
             raise HTTPException(404, "probes are disabled (probes.enabled)")
         if body.probe not in PROBES:
@@ -133,6 +138,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
         gpus = None if body.gpu is None else [body.gpu]
         if gpus and not ctx.probes.targets(gpus):
             raise HTTPException(404, f"no GPU {body.gpu}")
+        if PROBES[body.probe].pair and gpus:
+            raise HTTPException(400, f"{body.probe} measures every pair of GPUs: leave out gpu")
         who = request.client.host if request.client else "?"
         log.info("probe run requested", extra={"probe": body.probe, "gpu": body.gpu, "by": who})
         try:

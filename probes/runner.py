@@ -62,6 +62,7 @@ class Runner:
         self._busy: set[str] = set()
         self._lock = threading.Lock()
         self.children: set[subprocess.Popen[bytes]] = set()  # running now, for shutdown
+        self.stopped: str | None = None  # why no child may start (shutdown, release)
 
     # --- one GPU at a time -------------------------------------------------------------------
     def _claim(self, uuids: list[str]) -> None:
@@ -111,6 +112,8 @@ class Runner:
                              peer_uuid=peer.uuid if peer else None, started_at=started_at)
         try:
             measurement = self._child(spec, target, peer, params)
+        except Stopped as e:
+            result.outcome, result.reason = Outcome.SKIPPED, str(e)
         except ChildError as e:
             result.reason = str(e)
         else:
@@ -127,7 +130,6 @@ class Runner:
                "--runtime", self.runtime]
         if peer:
             cmd += ["--peer-uuid", peer.uuid]
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ,
                "CUDA_VISIBLE_DEVICES": ",".join([target.uuid] + ([peer.uuid] if peer else [])),
                "CUPY_CACHE_DIR": str(self.cache_dir),
@@ -135,9 +137,17 @@ class Runner:
                                                            os.environ.get("PYTHONPATH")]))}
         if target.numa_node is not None:
             env["GPU_FLEET_EXPORTER_NUMA_NODE"] = str(target.numa_node)
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, start_new_session=True)
-        self.children.add(proc)
+        with self._lock:
+            if self.stopped:
+                raise Stopped(f"not started: {self.stopped}")
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, env=env,
+                                        start_new_session=True)
+            except OSError as e:  # no kernel cache directory, no processes left, ...
+                raise ChildError(f"cannot start the probe child: {e}") from None
+            self.children.add(proc)
         try:
             out, err = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
@@ -157,14 +167,25 @@ class Runner:
         except (ValueError, TypeError) as e:
             raise ChildError(f"probe child printed no valid result ({e})") from None
 
-    def kill_all(self) -> None:
-        """Kill every running child (daemon shutdown): nothing is left running."""
-        for proc in list(self.children):
+    def stop(self, reason: str) -> None:
+        """No new child from now on, and kill the running ones (shutdown, release)."""
+        with self._lock:
+            self.stopped = reason
+            children = list(self.children)
+        for proc in children:
             _kill_group(proc)
+
+    def restart(self) -> None:
+        with self._lock:
+            self.stopped = None
 
 
 class ChildError(Exception):
     pass
+
+
+class Stopped(ChildError):
+    """The runner is stopped (shutdown, release for repairs): no child was started."""
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

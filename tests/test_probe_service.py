@@ -117,6 +117,9 @@ def test_probe_trigger_auth_and_bad_requests(client, tmp_path: Path) -> None:
     assert client.post("/probes/run", json={**body, "gpu": 9}, headers=_auth()).status_code \
         == 404
     assert client.post("/probes/run", json={"gpu": "x"}, headers=_auth()).status_code == 422
+    assert client.post("/probes/run", json={"gpu": "x"}).status_code == 401  # token first
+    assert client.post("/probes/run", json={"probe": "p2p_bandwidth", "gpu": 0},
+                       headers=_auth()).status_code == 400
     assert client.post("/probes/run", content=b"{not json",
                        headers={**_auth(), "content-type": "application/json"}).status_code \
         == 422
@@ -187,8 +190,7 @@ def test_probes_due_together_run_one_after_another(tmp_path: Path) -> None:
 def test_promtool_accepts_the_probe_families(client) -> None:
     promtool = require_tool("promtool")
     client.post("/probes/run", json={"probe": "graph_replay", "force": True}, headers=_auth())
-    client.post("/probes/run", json={"probe": "p2p_bandwidth", "gpu": 0, "force": True},
-                headers=_auth())
+    client.post("/probes/run", json={"probe": "p2p_bandwidth", "force": True}, headers=_auth())
     text = client.daemon.publisher.current.body(Format.TEXT, False)
     assert b"gpu_probe_latency_seconds" in text and b"gpu_probe_jitter_ratio" in text
     r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
@@ -216,3 +218,37 @@ def test_probe_command_exit_codes(tmp_path: Path) -> None:
     assert r.returncode == 3 and json.loads(r.stdout)["skipped"][0]["gpu"] == 1
     r = _probe_cmd(tmp_path, "faults: []\n", "--probe", "nope")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_a_skipped_run_does_not_hide_the_last_real_result(client) -> None:
+    body = {"probe": "gemm", "gpu": 0, "force": True}
+    assert client.post("/probes/run", json=body, headers=_auth()).json()["results"][0][
+        "outcome"] == "pass"
+    client.daemon.probes.runner.stop("released for repairs")
+    r = client.post("/probes/run", json=body, headers=_auth()).json()["results"]
+    assert r == [] or r[0]["outcome"] == "skipped"
+    s = _series(client.get("/metrics").text)
+    assert _value(s, "gpu_probe_success", gpu="0", probe="gemm") == 1.0
+    client.daemon.probes.runner.restart()
+
+
+def test_a_stopped_runner_starts_no_child(tmp_path: Path) -> None:
+    from probes.runner import Runner, Target
+    from probes.thresholds import GpuFacts, Thresholds
+
+    runner = Runner(Thresholds.load(), runtime="sim", timeout=5)
+    runner.stop("the daemon is stopping")
+    r = runner.run("gemm", Target(0, "GPU-x", GpuFacts("NVIDIA H100 80GB HBM3")),
+                   params={"sim": {"quantities": {}}})
+    assert r.outcome.value == "skipped" and "stopping" in r.reason
+    assert runner.children == set()
+
+
+def test_a_bad_thresholds_file_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "t.yaml"
+    for text in ("probes: [unclosed\n", "- 1\n", "nonsense: 1\n"):
+        bad.write_text(text)
+        r = subprocess.run([sys.executable, "-m", "exporter", "check-config", "/dev/null",
+                            f"--probes.thresholds-file={bad}"], capture_output=True, text=True,
+                           cwd=REPO, timeout=60)
+        assert r.returncode == 2 and "probes.thresholds_file" in r.stderr, r.stderr
