@@ -124,6 +124,15 @@ def read_token(path: Path, key: str) -> str:
     return token
 
 
+class EventSettings(_Section):
+    kmsg: bool = Field(True, description="follow the kernel log for Xid and bus events")
+    kmsg_path: Path = Field(Path("/dev/kmsg"), description="the kernel log device")
+    state_dir: Path | None = Field(
+        Path("/var/lib/gpu-fleet-exporter"),
+        description="where the kernel-log cursor and event counts persist; unset: memory only",
+    )
+
+
 class ProbeIntervals(_Section):
     """How often each probe runs on each GPU. The defaults keep the suite under 0.1 % of a
     GPU's time (docs/probes.md has the arithmetic)."""
@@ -200,6 +209,7 @@ class Settings(BaseSettings):
     cost: CostSettings = CostSettings()
     admin: AdminSettings = AdminSettings()
     probes: ProbeSettings = ProbeSettings()
+    events: EventSettings = EventSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -22,6 +22,9 @@ from .backends import AUTO_ORDER, OpenedBackends, open_backend, open_backends
 from .backends.base import BackendUnavailable
 from .config import Settings, parse_listen_address
 from .devfiles import open_device_files
+from .events.kmsg import KmsgDevice, RecordFile
+from .events.watcher import EventWatcher
+from .events.xid_parse import normalize_bus_id
 from .exposition import Row
 from .logs import WarnOnce
 from .probing import ProbeService
@@ -33,6 +36,7 @@ from .server import QuietServer, Readiness, ServerContext, create_app
 
 log = logging.getLogger(__name__)
 
+VENDOR_BACKENDS = ("nvml", "amdsmi")
 DISCOVERY_INTERVAL = 60.0  # how often `auto` looks again for a vendor library that was missing
 
 
@@ -83,6 +87,17 @@ class Daemon:
             self.publisher.add(self.probes.rows)
             self.sampler.after_cycle.append(lambda: self.probes.observe(self.sampler.view))
         self.probe_token = settings.probes.token()
+        self.events: EventWatcher | None = None
+        if settings.collector_enabled("events"):
+            e = settings.events
+            # The kernel log speaks of real GPUs only: a simulated node (or a test) neither
+            # reads the host's log nor writes state there.
+            vendor = any(b.name in VENDOR_BACKENDS for b, _ in self.opened.sources)
+            self.events = EventWatcher(
+                self._gpu_ids, e.state_dir if vendor else None,
+                RecordFile(e.kmsg_path) if e.kmsg_path.is_file() else KmsgDevice(e.kmsg_path),
+                kmsg_enabled=e.kmsg and vendor, on_change=self.publisher.refresh)
+            self.publisher.add(self.events.rows)
 
     def _probe_service(self) -> ProbeService:
         sims = [b for b, _ in self.opened.sources if b.name == "sim"]
@@ -102,6 +117,8 @@ class Daemon:
         self.sampler.start()
         if self.probes is not None:
             self.probes.start()
+        if self.events is not None:
+            self.events.start(b for b, _ in self.opened.sources)
         log.info("collecting", extra={
             "backends": ",".join(s.backend.name for s in self.sampler.sources) or "none",
             "gpus": len(self.sampler.workers)})
@@ -109,6 +126,8 @@ class Daemon:
     def stop(self) -> None:
         if self.probes is not None:
             self.probes.stop()  # kills any probe child: nothing is left running
+        if self.events is not None:
+            self.events.stop()
         self.sampler.stop()
         # Never release a vendor library while a call is still inside it.
         if self.sampler.calls_in_flight() == 0:
@@ -129,8 +148,13 @@ class Daemon:
             if self.released:
                 return ReleaseResult(True, "already released", open_device_files())
             self.sampler.pause("released for repairs")
+            if self.probes is not None:
+                # A probe child holds a CUDA context: it would block the reset as surely as we.
+                self.probes.pause("released for repairs")
             if not self.sampler.wait_idle(self.settings.admin.release_wait):
                 self.sampler.unpause()
+                if self.probes is not None:
+                    self.probes.resume()
                 detail = ("a vendor library call is still in flight (a GPU is stuck); the "
                           "library cannot be shut down safely: stop the daemon instead")
                 log.warning("release refused", extra={"by": requested_by, "detail": detail})
@@ -160,6 +184,8 @@ class Daemon:
                                 extra={"backend": source.backend.name, "error": str(e)})
             self.released_at = None
             self.sampler.unpause()
+            if self.probes is not None:
+                self.probes.resume()
         log.warning("vendor libraries resumed", extra={"by": requested_by})
         self.publisher.refresh()
         return ReleaseResult(False, "resumed")
@@ -194,6 +220,17 @@ class Daemon:
             del self.opened.failed[name]
             self.sampler.add_source(backend, devices)
             log.info("vendor library appeared", extra={"backend": name, "gpus": len(devices)})
+
+    def _gpu_ids(self) -> dict[str, tuple[int, str]]:
+        """Bus id (normalized) and uuid -> (index, uuid), from the latest telemetry."""
+        ids: dict[str, tuple[int, str]] = {}
+        view = self.sampler.view
+        for gpu in view.gpus if view else ():
+            ids[gpu.uuid] = (gpu.index, gpu.uuid)
+            for s in gpu.samples:
+                if s.family == "gpu_info" and (bus := dict(s.labels).get("pci_bus_id")):
+                    ids[normalize_bus_id(bus)] = (gpu.index, gpu.uuid)
+        return ids
 
     # --- what the HTTP side reads ---------------------------------------------------------------
     def backend_statuses(self) -> list[BackendStatus]:

@@ -53,3 +53,11 @@ def shared_dir() -> Path:
             pytest.fail(f"{SHARED}/METRICS.md is missing; CI runs with shared/ beside the clone")
         pytest.skip("../shared/METRICS.md not present beside the checkout")
     return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _no_host_kernel_log(monkeypatch, tmp_path: Path) -> None:
+    """No test follows the host's /dev/kmsg or writes event state under /var/lib; tests of
+    the follower pass their own log and state directory explicitly."""
+    monkeypatch.setenv("GPU_FLEET_EXPORTER_EVENTS__KMSG", "false")
+    monkeypatch.setenv("GPU_FLEET_EXPORTER_EVENTS__STATE_DIR", str(tmp_path / "event-state"))

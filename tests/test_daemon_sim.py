@@ -139,3 +139,25 @@ def test_promtool_finds_nothing_in_the_sim_node_output(tmp_path: Path, model: st
     r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                        timeout=60)
     assert (r.returncode, r.stdout + r.stderr) == (0, b"")
+
+
+def test_scenario_xid_and_fell_off_bus_reach_metrics(serve) -> None:
+    node = serve("faults:\n  - {at: 0s, gpu: 1, kind: xid, xid: 79}\n"
+                 "  - {at: 0s, gpu: 2, kind: lost, fell_off_bus: true}\n")
+
+    def counted() -> bool:
+        m = node.scrape()
+        return any(name == "gpu_xid_errors_total" and ("gpu", "1") in labels
+                   for name, labels in m) and any(
+            name == "gpu_events_total" and ("event", "fell_off_bus") in labels
+            for name, labels in m)
+
+    wait_for(counted, what="the scenario's events on /metrics")
+    m = node.scrape()
+    xid = {dict(labels)["action"]: v for (name, labels), v in m.items()
+           if name == "gpu_xid_errors_total" and dict(labels)["gpu"] == "1"}
+    assert xid == {"reboot_node": 1.0}
+    assert node.gpu_up()["2"] == 0.0  # fell off the bus: visible on gpu_up too
+    sources = {dict(labels)["source"]: v for (name, labels), v in m.items()
+               if name == "gpu_exporter_event_source_up"}
+    assert sources == {"sim_events": 1.0}  # no kernel log on a simulated node: not a source

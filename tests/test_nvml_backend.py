@@ -294,7 +294,9 @@ def test_promtool_finds_nothing_in_the_replayed_h100_output() -> None:
     fake = FakeNvml.from_fixture(H100)
     backend = NvmlBackend(nvml=fake)
     backend.start()
-    daemon = Daemon(load_settings(), OpenedBackends(sources=[(backend, list(backend.devices()))]))
+    # A test never follows the host's kernel log nor writes state under /var/lib.
+    settings = load_settings(overrides={"events": {"kmsg": False, "state_dir": None}})
+    daemon = Daemon(settings, OpenedBackends(sources=[(backend, list(backend.devices()))]))
     daemon.sampler.start(schedule=False)
     try:
         _cycle(daemon.sampler)
@@ -426,7 +428,8 @@ def test_missing_library_then_discovery_picks_it_up(monkeypatch) -> None:
     with pytest.raises(BackendUnavailable, match="libnvidia-ml"):
         NvmlBackend(nvml=fake).start()
     monkeypatch.setattr(NvmlBackend, "from_settings", classmethod(lambda cls, _: cls(nvml=fake)))
-    settings = load_settings(overrides={"collection": {"backend": "auto"}})
+    settings = load_settings(overrides={"collection": {"backend": "auto"},
+                                        "events": {"kmsg": False, "state_dir": None}})
     daemon = Daemon(settings, open_backends(settings))
     assert "libnvidia-ml" in daemon.opened.failed["nvml"] and not daemon.sampler.sources
     daemon._next_discovery = 0

@@ -266,3 +266,16 @@ def test_a_release_during_a_pass_keeps_every_gpu_down(fake: FakeBackend, tmp_pat
         assert all({s.family for s in g.samples} <= {"gpu_info"} for g in view.gpus)
     finally:
         daemon.sampler.stop()
+
+
+def test_a_release_stops_probe_children_too(fake: FakeBackend, tmp_path: Path) -> None:
+    daemon = _daemon(fake, tmp_path)
+    assert daemon.probes is not None
+    daemon.start()
+    try:
+        assert daemon.release("test").released
+        assert daemon.probes.runner.stopped == "released for repairs"
+        daemon.resume("test")
+        assert daemon.probes.runner.stopped is None
+    finally:
+        daemon.stop()

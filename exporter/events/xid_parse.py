@@ -142,7 +142,7 @@ _ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 def _unescape(raw: str) -> str:
     # devkmsg escapes every byte < 0x20, >= 0x7f and the backslash itself as \xNN, so the
     # message is one line; undo it on bytes, then decode (escaped UTF-8 comes back whole).
-    data = raw.encode("utf-8", "surrogateescape")
+    data = raw.encode("utf-8", "replace")
     return _ESCAPE.sub(lambda m: bytes((int(m[1], 16),)), data).decode("utf-8", "replace")
 
 
@@ -229,7 +229,11 @@ def _parse_xid(match: re.Match[str]) -> XidEvent | Unparsed:
         rest = rest[pid_match.end():]
     name_match = _NAME.match(rest)
     if name_match is not None:
+        # The driver prints the name unquoted and unescaped: a name with ", " in it is cut
+        # there, and the rest lands in `message`.
         raw = name_match["name"].strip()
+        if len(raw) >= 2 and raw[0] == raw[-1] == "'":
+            raw = raw[1:-1]
         name = None if raw in _UNKNOWN_NAMES else raw
         rest = rest[name_match.end():]
     message = rest.rstrip()
@@ -283,7 +287,7 @@ def parse_line(record: str | bytes) -> Parsed:
     """One kernel-log record -> XidEvent | BusEvent | Unparsed | None. Never raises."""
     try:
         return _parse(record)
-    except Exception as exc:  # noqa: BLE001 - a log line must never take the reader down
+    except Exception as exc:  # a log line must never take the reader down
         return Unparsed(f"parser error: {type(exc).__name__}")
 
 

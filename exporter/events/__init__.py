@@ -1,0 +1,1 @@
+"""Kernel-log events: NVIDIA Xid records, GPUs fallen off the bus, and the Xid catalog."""

@@ -1,0 +1,185 @@
+"""Following the kernel log: /dev/kmsg records, a cursor that survives restarts, and wake-ups.
+
+/dev/kmsg gives one record per read(): "priority,sequence,microseconds,flags;message". The
+sequence numbers make the cursor: after a restart we skip what was already counted. Without a
+saved cursor we start at the present (counting old Xids again would page someone for nothing).
+A read that fails with EPIPE means the ring buffer overwrote records we had not read yet: they
+are counted as lost and reading goes on from the oldest record still there.
+
+The reader sleeps in select() on the log and on a wake-up pipe, so an NVML Xid event (which
+arrives before the driver's log line is readable, or at the same time) makes it look at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+MAX_RECORD = 8192  # /dev/kmsg records are at most 1 KiB of text plus dictionary lines
+
+
+class RecordSource(Protocol):
+    """Where kernel-log records come from: /dev/kmsg, or a file of records (tests, replays)."""
+
+    def open(self, at_end: bool) -> None: ...
+    def read(self) -> bytes | None: ...  # one record; None when none is ready; raises EPIPE
+    def wait(self, wake_fd: int, timeout: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class KmsgDevice:
+    """/dev/kmsg itself: non-blocking, one record per read."""
+
+    def __init__(self, path: Path = Path("/dev/kmsg")) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def open(self, at_end: bool) -> None:
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if at_end:
+            os.lseek(self.fd, 0, os.SEEK_END)
+
+    def read(self) -> bytes | None:
+        assert self.fd is not None
+        try:
+            return os.read(self.fd, MAX_RECORD)
+        except BlockingIOError:
+            return None
+
+    def wait(self, wake_fd: int, timeout: float) -> None:
+        assert self.fd is not None
+        select.select([self.fd, wake_fd], [], [], timeout)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class RecordFile:
+    """A file with one record per line, appended to by someone else. A regular file is always
+    "readable", so at its end we wait on the wake-up pipe with a short timeout instead."""
+
+    def __init__(self, path: Path, poll: float = 0.05) -> None:
+        self.path, self.poll = path, poll
+        self.file = None
+        self.partial = b""
+
+    def open(self, at_end: bool) -> None:
+        self.file = open(self.path, "rb")  # noqa: SIM115 (closed in close())
+        if at_end:
+            self.file.seek(0, os.SEEK_END)
+
+    def read(self) -> bytes | None:
+        assert self.file is not None
+        line = self.file.readline()
+        if not line:
+            return None
+        if not line.endswith(b"\n"):  # a writer is mid-line: wait for the rest
+            self.partial += line
+            return None
+        line, self.partial = self.partial + line, b""
+        return line.rstrip(b"\n")
+
+    def wait(self, wake_fd: int, timeout: float) -> None:
+        select.select([wake_fd], [], [], min(timeout, self.poll))
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class KmsgFollower:
+    """A thread that hands every new record (seq, usec, message) to `on_record`."""
+
+    def __init__(
+        self,
+        source: RecordSource,
+        on_record: Callable[[int, int, str], None],
+        parse: Callable[[bytes], tuple[int, int, str] | None],
+        cursor: int | None,
+        on_lost: Callable[[int], None] = lambda n: None,
+        on_state: Callable[[bool, str], None] = lambda ok, why: None,
+        timeout: float = 1.0,
+    ) -> None:
+        self.source, self.on_record, self.parse = source, on_record, parse
+        self.cursor, self.on_lost, self.on_state = cursor, on_lost, on_state
+        self.timeout = timeout
+        self.up = False
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self.thread = threading.Thread(target=self._run, name="kmsg", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def wake(self) -> None:
+        """Look at the log now (an NVML event arrived)."""
+        with contextlib.suppress(OSError):  # the pipe is full: a wake-up is already pending
+            os.write(self._wake_w, b"x")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.wake()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _run(self) -> None:
+        try:
+            # Without a cursor, start at the present: old records were someone else's news.
+            self.source.open(at_end=self.cursor is None)
+        except OSError as e:
+            self.on_state(False, f"{e.strerror or e}")
+            return
+        self.up = True
+        self.on_state(True, "")
+        try:
+            while not self._stop.is_set():
+                self._drain()
+                self.source.wait(self._wake_r, self.timeout)
+                try:
+                    while os.read(self._wake_r, 64):
+                        pass
+                except (BlockingIOError, OSError):
+                    pass
+        finally:
+            self.source.close()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw = self.source.read()
+            except OSError as e:
+                if e.errno == errno.EPIPE:
+                    self.on_lost(1)  # overwritten before we read it; go on with the next
+                    continue
+                self.up = False
+                self.on_state(False, f"read failed: {e.strerror or e}")
+                raise
+            if raw is None:
+                return
+            parsed = self.parse(raw)
+            if parsed is None:
+                continue
+            seq, usec, message = parsed
+            if self.cursor is not None:
+                if seq <= self.cursor:
+                    continue  # counted before the restart
+                if seq > self.cursor + 1:
+                    self.on_lost(seq - self.cursor - 1)  # the ring wrapped past our cursor
+            self.cursor = seq
+            self.on_record(seq, usec, message)

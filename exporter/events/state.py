@@ -1,0 +1,85 @@
+"""The kernel-log cursor and event counts, persisted so a restart neither loses nor recounts.
+
+One small JSON file in the state directory, written atomically (temporary file, fsync, rename).
+The kernel's boot id is stored with the cursor: after a reboot the sequence numbers start
+again, so the old cursor means nothing, while the counts carry on (counters never go back).
+A state directory that cannot be written is reported once; the daemon goes on in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "kmsg-state.json"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id(path: Path = BOOT_ID) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class EventState:
+    boot_id: str = ""
+    seq: int | None = None  # last kernel-log sequence number processed (this boot)
+    # Keyed by what the record named its GPU by (a uuid or a normalized PCI address).
+    counts: dict[str, float] = field(default_factory=dict)  # "ident|xid|action" -> n
+    last_seen: dict[str, float] = field(default_factory=dict)  # "ident|xid" -> unix time
+    events: dict[str, float] = field(default_factory=dict)  # "ident|event" -> n
+    lost: int = 0  # records overwritten before we read them (ring buffer wrapped)
+    unparsed: int = 0
+
+
+class StateStore:
+    def __init__(self, directory: Path | None) -> None:
+        self.path = directory / STATE_FILE if directory else None
+        self.writable = directory is not None
+        self.error: str | None = None
+
+    def load(self) -> EventState:
+        if self.path is None or not self.path.exists():
+            return EventState()
+        try:
+            data = json.loads(self.path.read_text())
+            return EventState(**{k: v for k, v in data.items()
+                                 if k in EventState.__dataclass_fields__})
+        except (OSError, ValueError, TypeError) as e:
+            log.warning("event state unreadable; starting at the present",
+                        extra={"path": str(self.path), "error": str(e)})
+            return EventState()
+
+    def save(self, state: EventState) -> bool:
+        if self.path is None:
+            return False
+        data = json.dumps(state.__dict__, sort_keys=True).encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".kmsg-state.")
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as e:
+            if self.error is None:
+                log.warning("cannot write the event state; counting in memory only "
+                            "(a restart will start at the present)",
+                            extra={"path": str(self.path), "error": str(e)})
+            self.error = str(e)
+            with_tmp = locals().get("tmp")
+            if with_tmp and os.path.exists(with_tmp):
+                os.unlink(with_tmp)
+            return False
+        self.error = None
+        return True

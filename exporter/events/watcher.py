@@ -1,0 +1,218 @@
+"""Xid and bus events: from the kernel log (the source of truth) and the vendor's event API.
+
+Every event goes through `count()`: one path for the kernel log, NVML events and the simulated
+node. NVML events wake the kernel-log reader at once; they are counted themselves only while
+the kernel log cannot be read (the driver writes every Xid to both, and counting both would
+count twice). The simulated node has no kernel log, so its events are always counted.
+`gpu_exporter_event_source_up` says which sources work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ..backends.base import Backend, BackendEvent
+from ..exposition import Row
+from .kmsg import KmsgDevice, KmsgFollower, RecordSource
+from .state import EventState, StateStore, boot_id
+from .xid_catalog import resolve_action
+from .xid_parse import BusEvent, Unparsed, XidEvent, normalize_bus_id, parse_kmsg_record, parse_line
+
+log = logging.getLogger(__name__)
+
+SAVE_EVERY = 1.0  # seconds: a flood of records must not turn into a flood of fsyncs
+GpuIds = Callable[[], dict[str, tuple[int, str]]]  # normalized bus id or uuid -> (index, uuid)
+
+
+class EventWatcher:
+    def __init__(
+        self,
+        gpus: GpuIds,
+        state_dir: Path | None,
+        source: RecordSource | None = None,
+        kmsg_enabled: bool = True,
+        on_change: Callable[[], None] = lambda: None,
+        wallclock: Callable[[], float] = time.time,
+        current_boot: Callable[[], str] = boot_id,
+    ) -> None:
+        self.gpus, self.on_change, self.wallclock = gpus, on_change, wallclock
+        self.store = StateStore(state_dir)
+        self.state = self.store.load()
+        boot = current_boot()
+        cursor = self.state.seq
+        if self.state.boot_id and self.state.boot_id != boot:
+            cursor = -1  # a new boot: every record in the ring is new; counts carry on
+        self.state.boot_id = boot
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._last_save = 0.0
+        self.sources: dict[str, bool] = {}
+        self.source_reason: dict[str, str] = {}
+        self.kmsg: KmsgFollower | None = None
+        if kmsg_enabled:
+            self.kmsg = KmsgFollower(source or KmsgDevice(), self._on_record, _parse_record,
+                                     cursor, self._on_lost, self._on_kmsg_state)
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self, backends: Iterable[Backend] = ()) -> None:
+        if self.kmsg is not None:
+            self.kmsg.start()  # a kernel log not wanted (simulated node) is not a source at all
+        for backend in backends:
+            self.add_backend(backend)
+
+    def add_backend(self, backend: Backend) -> None:
+        name = "sim_events" if backend.name == "sim" else f"{backend.name}_events"
+        self.sources[name] = True
+        thread = threading.Thread(target=self._poll, args=(backend, name), daemon=True,
+                                  name=f"events-{backend.name}")
+        self._threads.append(thread)
+        thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.kmsg is not None:
+            self.kmsg.stop()
+        for t in self._threads:
+            t.join(2.0)
+        self._save(force=True)
+
+    # --- sources ---------------------------------------------------------------------------------
+    def _poll(self, backend: Backend, name: str) -> None:
+        while not self._stop.is_set():
+            try:
+                events = backend.poll_events(1.0)
+            except Exception as e:  # a broken event API must not end the watcher
+                self.sources[name] = False
+                log.warning("event source failed", extra={"source": name, "error": str(e)})
+                self._stop.wait(5.0)
+                continue
+            self.sources[name] = True
+            for event in events:
+                if self.kmsg is not None and self.kmsg.up:
+                    self.kmsg.wake()  # the kernel log has it too: count it from there
+                if backend.name == "sim" or self.kmsg is None or not self.kmsg.up:
+                    self._count_backend_event(event)
+
+    def _on_kmsg_state(self, ok: bool, reason: str) -> None:
+        self.sources["kmsg"] = ok
+        self.source_reason["kmsg"] = reason
+        if not ok:
+            log.warning("kernel log not readable; counting vendor events instead",
+                        extra={"reason": reason})
+        self.on_change()
+
+    def _on_lost(self, n: int) -> None:
+        with self._lock:
+            self.state.lost += n
+            self._dirty = True
+
+    def _on_record(self, seq: int, usec: int, message: str) -> None:
+        event = parse_line(message)
+        with self._lock:
+            self.state.seq = seq
+            self._dirty = True
+            if isinstance(event, Unparsed):
+                self.state.unparsed += 1
+        if isinstance(event, XidEvent):
+            self.count(event.bus_id, event.xid, self.wallclock(), event.message)
+        elif isinstance(event, BusEvent):
+            self.count_event(event.bus_id, "fell_off_bus")
+        self._save()
+
+    def _count_backend_event(self, event: BackendEvent) -> None:
+        when = event.timestamp or self.wallclock()
+        if event.kind == "xid" and event.code is not None:
+            self.count(event.uuid, event.code, when, event.message)
+        else:
+            self.count_event(event.uuid, event.kind)
+        self._save()
+
+    # --- counting --------------------------------------------------------------------------------
+    @staticmethod
+    def _ident(ident: str) -> str:
+        """What an event names its GPU by: a uuid as is, a PCI address normalized."""
+        if ident.startswith(("GPU-", "MIG-")):
+            return ident
+        try:
+            return normalize_bus_id(ident)
+        except ValueError:
+            return ident
+
+    def _labels(self, ident: str, ids: dict[str, tuple[int, str]]) -> tuple[str, str]:
+        """(gpu, uuid) labels, resolved when rendering: an event read before the first
+        collection cycle still lands on its GPU. An address no GPU has is still counted, under
+        uuid "PCI:<bus id>" and an empty gpu, so it is seen rather than dropped."""
+        if ident in ids:
+            index, uuid = ids[ident]
+            return str(index), uuid
+        return "", ident if ident.startswith(("GPU-", "MIG-")) else f"PCI:{ident}"
+
+    def count(self, ident: str, xid: int, when: float, message: str = "") -> None:
+        ident = self._ident(ident)
+        action = resolve_action(xid, message)  # Xid 154 carries its action in the message
+        with self._lock:
+            key = f"{ident}|{xid}|{action}"
+            self.state.counts[key] = self.state.counts.get(key, 0) + 1
+            self.state.last_seen[f"{ident}|{xid}"] = when
+            self._dirty = True
+        log.warning("Xid", extra={"gpu": ident, "xid": xid, "action": action})
+        self.on_change()
+
+    def count_event(self, ident: str, event: str) -> None:
+        ident = self._ident(ident)
+        with self._lock:
+            key = f"{ident}|{event}"
+            self.state.events[key] = self.state.events.get(key, 0) + 1
+            self._dirty = True
+        log.warning("GPU event", extra={"gpu": ident, "event": event})
+        self.on_change()
+
+    def _save(self, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if not self._dirty or (not force and now - self._last_save < SAVE_EVERY):
+                return
+            snapshot = EventState(**{k: (dict(v) if isinstance(v, dict) else v)
+                                     for k, v in self.state.__dict__.items()})
+            self._dirty, self._last_save = False, now
+        self.store.save(snapshot)
+
+    # --- out -------------------------------------------------------------------------------------
+    def rows(self, _view: object = None) -> list[Row]:
+        self._save()  # a record counted just before a quiet spell gets written eventually
+        with self._lock:
+            counts = dict(self.state.counts)
+            last = dict(self.state.last_seen)
+            events = dict(self.state.events)
+        ids = self.gpus()
+        rows = []
+        for key, n in sorted(counts.items()):
+            ident, xid, action = key.split("|")
+            gpu, uuid = self._labels(ident, ids)
+            rows.append(Row("gpu_xid_errors_total", (("gpu", gpu), ("uuid", uuid), ("xid", xid),
+                                                      ("action", action)), n))
+        for key, when in sorted(last.items()):
+            ident, xid = key.split("|")
+            gpu, uuid = self._labels(ident, ids)
+            rows.append(Row("gpu_xid_last_timestamp_seconds",
+                            (("gpu", gpu), ("uuid", uuid), ("xid", xid)), when))
+        for key, n in sorted(events.items()):
+            ident, event = key.split("|")
+            gpu, uuid = self._labels(ident, ids)
+            rows.append(Row("gpu_events_total", (("gpu", gpu), ("uuid", uuid),
+                                                  ("event", event)), n))
+        for source, ok in sorted(self.sources.items()):
+            rows.append(Row("gpu_exporter_event_source_up", (("source", source),),
+                            1.0 if ok else 0.0))
+        return rows
+
+
+def _parse_record(raw: bytes) -> tuple[int, int, str] | None:
+    record = parse_kmsg_record(raw)
+    return None if record is None else (record.seq, record.usec, record.message)
