@@ -32,6 +32,7 @@ import threading
 import types
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pynvml
@@ -98,6 +99,11 @@ class _Failure:
     gpu: str | None
 
 
+_EVENT_FUNCTIONS = frozenset({"nvmlEventSetCreate", "nvmlEventSetFree", "nvmlEventSetWait_v2",
+                              "nvmlEventSetWait", "nvmlDeviceRegisterEvents",
+                              "nvmlDeviceGetSupportedEventTypes"})
+
+
 class FakeNvml(types.ModuleType):
     def __init__(self, fixture: dict[str, Any], *, default_not_supported: bool = False) -> None:
         super().__init__("pynvml")
@@ -123,6 +129,11 @@ class FakeNvml(types.ModuleType):
         self.meta: dict[str, Any] = fixture.get("meta", {})
         self.calls: list[str] = []  # every nvml* call made, in order
         self.violations: list[str] = []
+        self.supported_event_types = 0xFF9F  # what an H100 with driver 580 answered
+        self._f_events = threading.Condition()
+        self._f_queue: list[Any] = []
+        self._f_registered: dict[str, Any] = {}
+        self._f_event_set: Any = None
         self.init_count = 0  # attempts, failed ones included
         self.shutdown_count = 0
 
@@ -235,7 +246,46 @@ class FakeNvml(types.ModuleType):
             with self._f_lock:
                 self._f_in_flight -= 1
 
+    # -- an emulated event set: the recorder cannot record events (it refuses Create/Register
+    #    calls, and an idle GPU fires none), so the fake plays the driver's part here.
+    def emit(self, gpu_token: str, event_type: int, data: int = 0) -> None:
+        """Deliver an NVML event for a registered GPU (e.g. nvmlEventTypeXidCriticalError)."""
+        with self._f_events:
+            handle = self._f_registered[gpu_token]
+            self._f_queue.append(SimpleNamespace(device=handle, eventType=event_type,
+                                                 eventData=data))
+            self._f_events.notify_all()
+
+    def _f_event(self, name: str, args: tuple) -> Any:
+        if self._f_refcount == 0:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+        if name == "nvmlEventSetCreate":
+            self._f_event_set = SimpleNamespace(freed=False)
+            return self._f_event_set
+        if name == "nvmlEventSetFree":
+            args[0].freed = True
+            return None
+        if name == "nvmlDeviceGetSupportedEventTypes":
+            if self._f_entry(args[0]).token in self._f_lost:
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+            return self.supported_event_types
+        if name == "nvmlDeviceRegisterEvents":
+            with self._f_events:
+                self._f_registered[self._f_entry(args[0]).token] = args[0]
+            return None
+        event_set, timeout_ms = args  # nvmlEventSetWait_v2 / nvmlEventSetWait
+        if event_set.freed:
+            raise AssertionError("nvmlEventSetWait on a freed event set")
+        with self._f_events:
+            if not self._f_queue:
+                self._f_events.wait(timeout_ms / 1000)  # blocks like the driver: no sleep
+            if not self._f_queue:
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_TIMEOUT)
+            return self._f_queue.pop(0)
+
     def _f_dispatch(self, name: str, args: tuple, kwargs: dict) -> Any:
+        if name in _EVENT_FUNCTIONS:
+            return self._f_event(name, args)
         refuse_mutating(name)
         real = getattr(pynvml, name, None)
         values = bind_args(name, real if callable(real) else None, args, kwargs)

@@ -10,12 +10,15 @@ re-initializes the backend once no call is in flight.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..base import BackendEvent, BackendUnavailable, Device, DeviceLost, Field, Sample
 from . import fast, gpm, identity, links, memory_errors, mig, slow
 from .errors import LOST_CODES, code_of, translate
+from .events import NvmlEvents
 from .gpu import FieldSpec, NvmlGpu
 
 if TYPE_CHECKING:
@@ -51,6 +54,8 @@ class NvmlBackend:
         self._nvml = nvml
         self._initialized = False
         self._gpus: dict[str, NvmlGpu] = {}
+        self._events: NvmlEvents | None = None
+        self._idle = threading.Event()  # poll_events waits on this while there is no set
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NvmlBackend:
@@ -90,6 +95,9 @@ class NvmlBackend:
         """Free GPM buffers and shut NVML down; the caller guarantees no call is in flight."""
         if not self._initialized:
             return
+        if self._events is not None:
+            self._events.close()  # waits for the events thread to leave NVML
+            self._events = None
         for gpu in self._gpus.values():
             gpm.free(gpu)
         self._gpus.clear()
@@ -120,6 +128,10 @@ class NvmlBackend:
             gpu = NvmlGpu(nv, handle, index, uuid, self.driver_version, self.cuda_version)
             self._gpus[uuid] = gpu
             devices.append(Device(index, uuid, handle=gpu))
+        if self._events is not None:
+            self._events.close()
+        self._events = NvmlEvents(nv, time.time)
+        self._events.open([(g.handle, g.uuid) for g in self._gpus.values()])
         return devices
 
     def fields(self, device: Device) -> Sequence[Field]:
@@ -127,7 +139,15 @@ class NvmlBackend:
                 for spec in FIELD_SPECS]
 
     def poll_events(self, timeout: float) -> list[BackendEvent]:
-        return []  # NVML events arrive with the events work (kernel log + event set)
+        """Xid and other device events; waits at most `timeout` (0.5 s inside NVML)."""
+        events = self._events
+        if events is None or not self._initialized:
+            self._idle.wait(timeout)  # released or not started: nothing to wait on in NVML
+            return []
+        try:
+            return events.poll(timeout)
+        except self.nvml.NVMLError as e:
+            raise translate(e) from None
 
     def _reader(self, spec: FieldSpec):
         nv = self.nvml
