@@ -216,3 +216,20 @@ def test_a_new_boot_reads_the_whole_ring_and_keeps_the_counts(kmsg: Log, tmp_pat
         assert counts[("0", "GPU-aaaa", "79", "reboot_node")] == 1
     finally:
         w.stop()
+
+
+def test_a_first_start_saves_where_the_log_was(kmsg: Log, tmp_path: Path) -> None:
+    """Without state the daemon starts at the present, but remembers where that was: an Xid
+    logged while it is down is counted after a restart."""
+    kmsg.write(record(40, XID13), record(41, XID13))  # before the first start: old news
+    state = tmp_path / "state"
+    w = _watcher(kmsg, state)
+    assert _xids(w) == {} and w.state.seq == 41
+    w.stop()
+    kmsg.write(record(42, XID79))  # while the daemon is down
+    w = _watcher(kmsg, state)
+    try:
+        wait_for(lambda: _xids(w), what="the Xid logged while down")
+        assert _xids(w) == {("0", "GPU-aaaa", "79", "reboot_node"): 1}
+    finally:
+        w.stop()

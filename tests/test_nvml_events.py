@@ -85,3 +85,25 @@ def test_nvml_events_are_counted_only_while_the_kernel_log_is_down(tmp_path: Pat
         down.stop()
         backend.stop()
     assert fake.violations == []
+
+
+def test_stop_is_not_starved_by_a_busy_events_thread() -> None:
+    """The watcher polls in a loop; found on an H100: stop() waited ~60 s for the lock."""
+    fake, backend, _ = _backend()
+    running = threading.Event()
+    halt = threading.Event()
+
+    def loop() -> None:
+        while not halt.is_set():
+            running.set()
+            backend.poll_events(0.05)
+
+    poller = threading.Thread(target=loop, daemon=True)
+    poller.start()
+    wait_for(running.is_set, what="the events loop")
+    stopper = threading.Thread(target=backend.stop)
+    stopper.start()
+    wait_for(lambda: not stopper.is_alive(), timeout=5, what="stop() to get through")
+    halt.set()
+    poller.join(5)
+    assert fake.violations == [] and fake.shutdown_count == 1

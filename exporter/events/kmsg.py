@@ -110,10 +110,12 @@ class KmsgFollower:
         cursor: int | None,
         on_lost: Callable[[int], None] = lambda n: None,
         on_state: Callable[[bool, str], None] = lambda ok, why: None,
+        on_position: Callable[[int], None] = lambda seq: None,
         timeout: float = 1.0,
     ) -> None:
         self.source, self.on_record, self.parse = source, on_record, parse
         self.cursor, self.on_lost, self.on_state = cursor, on_lost, on_state
+        self.on_position = on_position
         self.timeout = timeout
         self.up = False
         self._stop = threading.Event()
@@ -139,17 +141,21 @@ class KmsgFollower:
                 os.close(fd)
 
     def _run(self) -> None:
+        # Without a cursor, start at the present: the records already there are read to learn
+        # the latest sequence number (so it can be saved) but not counted: old news.
+        catching_up = self.cursor is None
         try:
-            # Without a cursor, start at the present: old records were someone else's news.
-            self.source.open(at_end=self.cursor is None)
+            self.source.open(at_end=False)
         except OSError as e:
             self.on_state(False, f"{e.strerror or e}")
             return
-        self.up = True
-        self.on_state(True, "")
         try:
             while not self._stop.is_set():
-                self._drain()
+                self._drain(catching_up)
+                if not self.up:  # said once the records already there are behind us
+                    self.up = True
+                    self.on_state(True, "")
+                catching_up = False
                 self.source.wait(self._wake_r, self.timeout)
                 try:
                     while os.read(self._wake_r, 64):
@@ -159,7 +165,7 @@ class KmsgFollower:
         finally:
             self.source.close()
 
-    def _drain(self) -> None:
+    def _drain(self, catching_up: bool = False) -> None:
         while not self._stop.is_set():
             try:
                 raw = self.source.read()
@@ -182,4 +188,7 @@ class KmsgFollower:
                 if seq > self.cursor + 1:
                     self.on_lost(seq - self.cursor - 1)  # the ring wrapped past our cursor
             self.cursor = seq
-            self.on_record(seq, usec, message)
+            if catching_up:
+                self.on_position(seq)
+            else:
+                self.on_record(seq, usec, message)

@@ -55,7 +55,8 @@ class EventWatcher:
         self.kmsg: KmsgFollower | None = None
         if kmsg_enabled:
             self.kmsg = KmsgFollower(source or KmsgDevice(), self._on_record, _parse_record,
-                                     cursor, self._on_lost, self._on_kmsg_state)
+                                     cursor, self._on_lost, self._on_kmsg_state,
+                                     on_position=self._on_position)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
@@ -102,10 +103,18 @@ class EventWatcher:
     def _on_kmsg_state(self, ok: bool, reason: str) -> None:
         self.sources["kmsg"] = ok
         self.source_reason["kmsg"] = reason
+        if ok:
+            self._save(force=True)  # the cursor learned on opening: a restart resumes there
         if not ok:
             log.warning("kernel log not readable; counting vendor events instead",
                         extra={"reason": reason})
         self.on_change()
+
+    def _on_position(self, seq: int) -> None:
+        """A record from before our start, skipped; its number is the cursor to save."""
+        with self._lock:
+            self.state.seq = seq
+            self._dirty = True
 
     def _on_lost(self, n: int) -> None:
         with self._lock:

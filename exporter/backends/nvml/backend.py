@@ -141,7 +141,7 @@ class NvmlBackend:
     def poll_events(self, timeout: float) -> list[BackendEvent]:
         """Xid and other device events; waits at most `timeout` (0.5 s inside NVML)."""
         events = self._events
-        if events is None or not self._initialized:
+        if events is None or events.closing.is_set() or not self._initialized:
             self._idle.wait(timeout)  # released or not started: nothing to wait on in NVML
             return []
         try:

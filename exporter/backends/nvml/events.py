@@ -37,6 +37,9 @@ class NvmlEvents:
     def __init__(self, nvml: Any, wallclock: Any) -> None:
         self.nvml, self.wallclock = nvml, wallclock
         self.lock = threading.Lock()
+        # Set first by close(): the events thread stops entering NVML, so close() gets the
+        # lock within one wait (a lock alone is not fair: the poller could retake it forever).
+        self.closing = threading.Event()
         self.event_set: Any = None
         self.uuids: dict[int, str] = {}  # address of a registered handle -> uuid
         self.names = {getattr(nvml, k): v for k, v in EVENTS.items() if hasattr(nvml, k)}
@@ -66,7 +69,7 @@ class NvmlEvents:
     def poll(self, timeout: float) -> list[BackendEvent]:
         nv = self.nvml
         with self.lock:
-            if self.event_set is None or not self.uuids:
+            if self.closing.is_set() or self.event_set is None or not self.uuids:
                 return []
             try:
                 data = nv.nvmlEventSetWait_v2(self.event_set, int(min(timeout, WAIT_MS / 1000)
@@ -81,6 +84,7 @@ class NvmlEvents:
         return [BackendEvent(uuid, kind, code, f"NVML event {kind}", self.wallclock())]
 
     def close(self) -> None:
+        self.closing.set()
         with self.lock:  # waits for a poll in flight: never free the set under it
             if self.event_set is not None:
                 with contextlib.suppress(self.nvml.NVMLError):
