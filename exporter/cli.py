@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--force", action="store_true",
                        help="run on busy GPUs too (skips the idle gate)")
     probe.add_argument("--json", action="store_true", help="print JSON for machines")
+    probe.add_argument("--window", type=float, default=10.0, metavar="SECONDS",
+                       help="how long ecc_xid_scan watches for new ECC errors and Xids "
+                            "(default 10)")
     check = sub.add_parser("check-config", parents=[common],
                            help="validate a config file and print the effective settings")
     check.add_argument("file", type=Path, metavar="FILE")
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             from .probe_cmd import run_probes
 
             return run_probes(settings, _open(settings), args.gpu, args.probe_names,
-                              args.force, args.json)
+                              args.force, args.json, args.window)
         return _snapshot(settings, as_json=args.json)
     except ConfigError as e:
         _fail(str(e), EXIT_USAGE)

@@ -142,6 +142,9 @@ class ProbeIntervals(_Section):
     memory_bandwidth: Duration = Field(12 * 3600.0, gt=0, description="device memory copy")
     gemm: Duration = Field(24 * 3600.0, gt=0, description="BF16/FP16 matrix products")
     p2p_bandwidth: Duration = Field(24 * 3600.0, gt=0, description="peer copies, every pair")
+    ecc_xid_scan: Duration = Field(
+        600.0, gt=0, description="new uncorrectable ECC, remap failure, severe Xid (no GPU work)"
+    )
 
 
 class ProbeSettings(_Section):

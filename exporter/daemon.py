@@ -109,7 +109,8 @@ class Daemon:
             return sims[0].probe_values(gpu, probe) if sims else {}  # type: ignore[attr-defined]
 
         return ProbeService(self.settings.probes, runtime, sim_overrides,
-                            on_change=self.publisher.refresh, clock=self.clock)
+                            on_change=self.publisher.refresh, clock=self.clock,
+                            xid_counts=lambda: self.events.xid_counts() if self.events else {})
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -18,6 +19,9 @@ from probes.registry import PROBES
 from probes.result import Outcome, ProbeResult
 
 from .config import Settings
+from .daemon import VENDOR_BACKENDS
+from .events.kmsg import KmsgDevice
+from .events.watcher import EventWatcher
 from .probing import ProbeService
 from .sampler import Sampler
 
@@ -25,7 +29,8 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 
 
 def run_probes(settings: Settings, opened: Any, gpus: list[int] | None,
-               names: list[str] | None, force: bool, as_json: bool) -> int:
+               names: list[str] | None, force: bool, as_json: bool,
+               window: float = 10.0) -> int:
     unknown = sorted(set(names or ()) - set(PROBES))
     if unknown:
         print(f"gpu-fleet-exporter: unknown probe(s) {', '.join(unknown)}; known: "
@@ -36,13 +41,38 @@ def run_probes(settings: Settings, opened: Any, gpus: list[int] | None,
                       slow_interval=c.slow_interval, call_deadline=c.call_deadline,
                       collector_enabled=settings.collector_enabled)
     sampler.start(schedule=False)
+    watcher = _watcher(settings, opened, sampler)
     try:
         view = sampler.run_cycle()
+        return _run(settings, opened, sampler, view, watcher, gpus, names, force, as_json,
+                    window)
     finally:
+        if watcher is not None:
+            watcher.stop()
         sampler.stop()
         if sampler.calls_in_flight() == 0:
             for backend, _ in opened.sources:
                 backend.stop()
+
+
+def _watcher(settings: Settings, opened: Any, sampler: Sampler) -> EventWatcher | None:
+    """Xids during the check, from the kernel log (or NVML events, or the simulated node's
+    scenario): for ecc_xid_scan. It keeps no state: the daemon's cursor is the daemon's."""
+    vendor = any(b.name in VENDOR_BACKENDS for b, _ in opened.sources)
+
+    def ids() -> dict[str, tuple[int, str]]:
+        view = sampler.view
+        return {g.uuid: (g.index, g.uuid) for g in view.gpus} if view else {}
+
+    watcher = EventWatcher(ids, None, KmsgDevice(settings.events.kmsg_path),
+                           kmsg_enabled=settings.events.kmsg and vendor)
+    watcher.start(b for b, _ in opened.sources)
+    return watcher
+
+
+def _run(settings: Settings, opened: Any, sampler: Sampler, view: Any,
+         watcher: EventWatcher | None, gpus: list[int] | None, names: list[str] | None,
+         force: bool, as_json: bool, window: float) -> int:
     if not view.gpus:
         print("gpu-fleet-exporter: no GPU to probe", file=sys.stderr)
         return EXIT_UNKNOWN
@@ -58,7 +88,8 @@ def run_probes(settings: Settings, opened: Any, gpus: list[int] | None,
     if runtime == "auto":
         runtime = "sim" if sims else "cuda"
     service = ProbeService(probe_settings, runtime,
-                           (lambda g, p: sims[0].probe_values(g, p)) if sims else None)
+                           (lambda g, p: sims[0].probe_values(g, p)) if sims else None,
+                           xid_counts=watcher.xid_counts if watcher else dict)
     if service.disabled_reason:
         print(f"gpu-fleet-exporter: probes cannot run: {service.disabled_reason}",
               file=sys.stderr)
@@ -66,10 +97,19 @@ def run_probes(settings: Settings, opened: Any, gpus: list[int] | None,
     service.observe(view)
     results: list[ProbeResult] = []
     skipped: list[dict[str, Any]] = []
-    for name in names or list(PROBES):
-        if PROBES[name].pair and len(service.targets(gpus)) < 2:
-            continue  # one GPU: no pair to measure
+    wanted = names or list(PROBES)
+    started = time.monotonic()
+    if "ecc_xid_scan" in wanted:
+        service.run("ecc_xid_scan", gpus)  # the window starts: a baseline, not a verdict
+    for name in wanted:
+        if PROBES[name].in_process or (PROBES[name].pair and len(service.targets(gpus)) < 2):
+            continue  # the scan judges at the end; one GPU has no pair to measure
         results += service.run(name, gpus, force)
+    if "ecc_xid_scan" in wanted:
+        # The observation window itself (not a synchronisation): watch for new faults.
+        time.sleep(max(0.0, window - (time.monotonic() - started)))
+        service.observe(sampler.run_cycle())
+        results += service.run("ecc_xid_scan", gpus)
     index = {t.uuid: t.index for t in service.targets()}
     for (uuid, probe), reason in service.last_skip.items():
         skipped.append({"gpu": index.get(uuid), "uuid": uuid, "probe": probe, "reason": reason})

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from probes.ecc_xid_scan import Health, health_of, judge
 from probes.gate import Activity, GateSettings, busy_reason
 from probes.registry import PROBES
-from probes.result import Outcome, ProbeResult
+from probes.result import Measurement, Outcome, ProbeResult
 from probes.runner import Busy, Runner, Target
 from probes.simulated import sim_params
 from probes.thresholds import GpuFacts, Thresholds
@@ -67,7 +68,11 @@ class ProbeService:
         sim_overrides: Callable[[int, str], dict[str, float]] | None = None,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        xid_counts: Callable[[], dict[str, dict[tuple[int, str], float]]] = dict,
     ) -> None:
+        self.xid_counts = xid_counts  # uuid -> (xid, action) -> count, for ecc_xid_scan
+        self._samples: dict[str, tuple[Any, ...]] = {}
+        self._baseline: dict[str, Health] = {}
         self.settings, self.runtime = settings, runtime
         self.thresholds = Thresholds.load(settings.thresholds_file)
         self.runner = Runner(self.thresholds, runtime=runtime, timeout=settings.timeout,
@@ -101,6 +106,7 @@ class ProbeService:
                     info = self._gpus[gpu.uuid] = _GpuInfo(gpu.index, gpu.uuid, facts, numa,
                                                           Activity())
                 info.index, info.facts, info.numa_node = gpu.index, facts, numa
+                self._samples[gpu.uuid] = gpu.samples
                 values = {s.family: s.value for s in gpu.samples if not s.labels}
                 act = info.activity
                 act.processes = int(values["gpu_processes"]) if "gpu_processes" in values \
@@ -121,6 +127,8 @@ class ProbeService:
             raise_busy: bool = False) -> list[ProbeResult]:
         """Run a probe on the given GPUs (all by default), or on each ordered pair of them."""
         targets = self.targets(gpus)
+        if PROBES[probe].in_process:
+            return [self._scan(t) for t in targets]
         pairs: list[tuple[Target, Target | None]]
         if PROBES[probe].pair:
             pairs = list(itertools.permutations(targets, 2))
@@ -153,6 +161,23 @@ class ProbeService:
                 raise
             self._skip(target, probe, peer, str(e))
             return None
+        self._record(result)
+        return result
+
+    def _scan(self, target: Target) -> ProbeResult:
+        """ecc_xid_scan: what changed since the last scan of this GPU (the first one starts
+        the window). No GPU work, so no idle gate and no child."""
+        with self._lock:
+            samples = self._samples.get(target.uuid, ())
+        now = health_of(samples, self.xid_counts().get(target.uuid, {}))
+        before = self._baseline.get(target.uuid)
+        self._baseline[target.uuid] = now
+        result = ProbeResult("ecc_xid_scan", target.index, target.uuid, Outcome.PASS,
+                             measurement=Measurement(), started_at=time.time())
+        if before is None:
+            result.reason = "first scan: the window starts now"
+        elif problems := judge(before, now):
+            result.outcome, result.reason = Outcome.FAIL, "; ".join(problems)
         self._record(result)
         return result
 

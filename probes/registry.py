@@ -23,6 +23,7 @@ class ProbeSpec:
     name: str
     module: str
     pair: bool = False  # measures a GPU pair (peer bandwidth)
+    in_process: bool = False  # no GPU work, no child: judged from telemetry and events
     memory_bytes: int = 512 * 2**20  # the most GPU memory the child may take
     params: dict[str, Any] = field(default_factory=dict)
     # Measured quantities that are exported, and as what. A probe may measure more (e.g.
@@ -69,6 +70,8 @@ PROBES: dict[str, ProbeSpec] = {
                 "fp16_flop_per_second": _q("gpu_probe_flop_per_second", dtype="fp16"),
             },
         ),
+        ProbeSpec("ecc_xid_scan", "probes.ecc_xid_scan", in_process=True, memory_bytes=0,
+                  params={"window_seconds": 10.0}),
         ProbeSpec(
             "p2p_bandwidth", "probes.p2p_bandwidth", pair=True, memory_bytes=512 * 2**20,
             params={"bytes": 256 * 2**20, "repeats": 10},

@@ -192,6 +192,18 @@ class EventWatcher:
             self._dirty, self._last_save = False, now
         self.store.save(snapshot)
 
+    def xid_counts(self) -> dict[str, dict[tuple[int, str], float]]:
+        """uuid -> (xid, action) -> count: what the ECC/Xid scan compares across its window."""
+        ids = self.gpus()
+        with self._lock:
+            counts = dict(self.state.counts)
+        out: dict[str, dict[tuple[int, str], float]] = {}
+        for key, n in counts.items():
+            ident, xid, action = key.split("|")
+            _, uuid = self._labels(ident, ids)
+            out.setdefault(uuid, {})[(int(xid), action)] = n
+        return out
+
     # --- out -------------------------------------------------------------------------------------
     def rows(self, _view: object = None) -> list[Row]:
         self._save()  # a record counted just before a quiet spell gets written eventually
