@@ -57,6 +57,11 @@ class Recovery:
         with self.sampler.cond:
             if self.sampler.paused or not self.sampler.idle(source):
                 return  # never while a call is in flight; try again after the next cycle
+            # Its GPUs read as down while the library restarts: if the restart hangs, nothing
+            # stale is served as healthy.
+            for w in source.workers:
+                w._mark_down("vendor library re-initializing")
+        self.sampler.on_cycle(self.sampler._make_view_locked())
         backoff = self._backoff.get(key, self.initial)
         self._due[key] = self.clock() + backoff
         self._backoff[key] = min(backoff * 2, self.maximum)

@@ -440,6 +440,10 @@ class Sampler:
         self.on_cycle(view)
         return view
 
+    def _make_view_locked(self) -> SamplerView:
+        with self.cond:
+            return self._make_view()
+
     def _make_view(self) -> SamplerView:
         """Snapshot of every GPU and the cycle statistics (condition held)."""
         view = SamplerView(

@@ -279,3 +279,25 @@ def test_a_release_stops_probe_children_too(fake: FakeBackend, tmp_path: Path) -
         assert daemon.probes.runner.stopped is None
     finally:
         daemon.stop()
+
+
+def test_gpus_read_as_down_while_their_library_restarts(fake: FakeBackend) -> None:
+    s = _sampler(fake)
+    published = []
+    s.on_cycle = published.append
+    seen_during_start = []
+
+    def start() -> None:  # what /metrics would serve while nvmlInit runs
+        seen_during_start.append([g.up for g in published[-1].gpus])
+
+    recovery = Recovery(s, threading.Lock(), initial=0)
+    try:
+        s.run_cycle()
+        fake.lost.add(1)
+        s.run_cycle((Tier.FAST,))
+        fake.lost.clear()
+        fake.start = start  # type: ignore[method-assign]
+        recovery.after_cycle()
+        assert seen_during_start == [[False, False, False]]
+    finally:
+        s.stop()
