@@ -55,8 +55,8 @@ def gpu_facts(gpu: GpuState) -> tuple[GpuFacts, int | None]:
             width = int(s.value)
         elif s.family == "gpu_numa_node":
             numa = int(s.value)
-        elif s.family == "gpu_nvlink_up" and s.value == 1:
-            nvlinks += 1
+        elif s.family == "gpu_nvlink_up":
+            nvlinks += 1  # every link the GPU has: links that went down must not lower the bar
     return GpuFacts(model, gen, width, nvlinks), numa
 
 

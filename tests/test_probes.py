@@ -152,3 +152,17 @@ def test_the_idle_gate_says_why_a_gpu_is_busy(activity, fragment: str) -> None:
 def test_an_idle_gpu_passes_the_gate() -> None:
     activity = _activity(memory=500 * 2**20, utils=[(70, 0.0), (130, 0.01), (200, 0.0)])
     assert busy_reason(activity, GateSettings(quiet_seconds=120), now=200) is None
+
+
+def test_the_nvlink_bar_counts_every_link_the_gpu_has() -> None:
+    """16 of 18 links down must not lower the peer-bandwidth threshold to two links' worth."""
+    from exporter.backends.base import sample
+    from exporter.probing import gpu_facts
+    from exporter.sampler import GpuState
+
+    links = [sample("gpu_nvlink_up", 1 if i < 2 else 0, link=i) for i in range(18)]
+    facts, _ = gpu_facts(GpuState("nvml", 0, "GPU-0", True, None, tuple(links)))
+    assert facts.nvlinks == 18
+    limit = {lim.quantity: lim.value
+             for lim in Thresholds.load().limits("p2p_bandwidth", facts)}
+    assert limit["p2p_bytes_per_second"] == pytest.approx(0.60 * 18 * 2.5e10)
