@@ -220,6 +220,8 @@ class Daemon:
                 continue
             del self.opened.failed[name]
             self.sampler.add_source(backend, devices)
+            if self.events is not None:
+                self.events.add_backend(backend)  # its events too, from now on
             log.info("vendor library appeared", extra={"backend": name, "gpus": len(devices)})
 
     def _gpu_ids(self) -> dict[str, tuple[int, str]]:
