@@ -49,12 +49,14 @@ class WebSettings(_Section):
     @field_validator("telemetry_path")
     @classmethod
     def _path(cls, v: str) -> str:
-        if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", v) or v in RESERVED_PATHS:
+        if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", v) or v.rstrip("/") in RESERVED_PATHS \
+                or v in RESERVED_PATHS or v.startswith(("/probes/", "/admin/")):
             raise ValueError(f"must be an absolute URL path other than {', '.join(RESERVED_PATHS)}")
         return v
 
 
-RESERVED_PATHS = ("/", "/healthz", "/readyz")
+RESERVED_PATHS = ("/", "/healthz", "/readyz", "/probes", "/probes/run", "/admin/release",
+                  "/admin/resume", "/openapi.json")
 
 
 class LogSettings(_Section):

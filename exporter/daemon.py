@@ -238,8 +238,9 @@ class Daemon:
     # --- what the HTTP side reads ---------------------------------------------------------------
     def backend_statuses(self) -> list[BackendStatus]:
         statuses = [BackendStatus(s.backend.name, s.healthy and not self.released)
-                    for s in self.sampler.sources]
-        statuses += [BackendStatus(n, False, r) for n, r in self.opened.failed.items()]
+                    for s in list(self.sampler.sources)]
+        # A copy: discovery (coordinator thread) removes entries while others render.
+        statuses += [BackendStatus(n, False, r) for n, r in dict(self.opened.failed).items()]
         return statuses
 
     def _exporter_rows(self, view: SamplerView | None) -> list[Row]:

@@ -141,7 +141,7 @@ class Runner:
             if self.stopped:
                 raise Stopped(f"not started: {self.stopped}")
             try:
-                self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _private_dir(self.cache_dir)
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, env=env,
                                         start_new_session=True)
@@ -186,6 +186,16 @@ class ChildError(Exception):
 
 class Stopped(ChildError):
     """The runner is stopped (shutdown, release for repairs): no child was started."""
+
+
+def _private_dir(path: Path) -> None:
+    """The kernel cache holds code the child loads into the GPU: it must be ours alone, not a
+    directory someone else created first in a shared /tmp."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise OSError(f"{path} is not a private directory of this user (owner {st.st_uid}, "
+                      f"mode {st.st_mode & 0o777:o}); set probes.cache_dir")
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

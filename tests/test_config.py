@@ -158,3 +158,10 @@ def test_bad_scenario_exits_2_with_one_line(tmp_path: Path, scenario: str, fragm
                            text=True, cwd=REPO, timeout=60)
         assert r.returncode == 2, (command, r.stderr)
         assert r.stderr.count("\n") == 1 and fragment in r.stderr and "scenario" in r.stderr
+
+
+@pytest.mark.parametrize("path", ["/probes", "/probes/run", "/admin/release", "/openapi.json",
+                                  "/readyz/"])
+def test_the_telemetry_path_cannot_hide_another_endpoint(path: str) -> None:
+    with pytest.raises(ConfigError, match=r"web\.telemetry_path"):
+        load_settings(None, {"web": {"telemetry_path": path}})

@@ -166,3 +166,12 @@ def test_the_nvlink_bar_counts_every_link_the_gpu_has() -> None:
     limit = {lim.quantity: lim.value
              for lim in Thresholds.load().limits("p2p_bandwidth", facts)}
     assert limit["p2p_bytes_per_second"] == pytest.approx(0.60 * 18 * 2.5e10)
+
+
+def test_a_kernel_cache_dir_others_can_write_is_refused(tmp_path) -> None:
+    shared = tmp_path / "kernels"
+    shared.mkdir()
+    shared.chmod(0o777)
+    runner = Runner(Thresholds.load(), runtime="sim", timeout=5, cache_dir=shared)
+    r = runner.run("pcie_bandwidth", GPU0, params=_sim())
+    assert r.outcome is Outcome.ERROR and "not a private directory" in r.reason
