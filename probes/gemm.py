@@ -23,7 +23,7 @@ import numpy as np
 from .cuda_runtime import ProbeContext, event_seconds, median, warm_up
 from .result import Measurement
 
-CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF = 0, 2, 14
+CUDA_R_16BF = 14  # cudaDataType for bfloat16
 CUBLAS_COMPUTE_32F = 68
 CUBLAS_GEMM_DEFAULT = -1
 CUBLAS_OP_N = 0

@@ -111,11 +111,12 @@ class KmsgFollower:
         on_lost: Callable[[int], None] = lambda n: None,
         on_state: Callable[[bool, str], None] = lambda ok, why: None,
         on_position: Callable[[int], None] = lambda seq: None,
+        on_drained: Callable[[], None] = lambda: None,
         timeout: float = 1.0,
     ) -> None:
         self.source, self.on_record, self.parse = source, on_record, parse
         self.cursor, self.on_lost, self.on_state = cursor, on_lost, on_state
-        self.on_position = on_position
+        self.on_position, self.on_drained = on_position, on_drained
         self.timeout = timeout
         self.up = False
         self._stop = threading.Event()
@@ -152,6 +153,7 @@ class KmsgFollower:
         try:
             while not self._stop.is_set():
                 self._drain(catching_up)
+                self.on_drained()  # once per wake-up (at least every `timeout`): persist
                 if not self.up:  # said once the records already there are behind us
                     self.up = True
                     self.on_state(True, "")

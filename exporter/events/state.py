@@ -43,7 +43,6 @@ class EventState:
 class StateStore:
     def __init__(self, directory: Path | None) -> None:
         self.path = directory / STATE_FILE if directory else None
-        self.writable = directory is not None
         self.error: str | None = None
 
     def load(self) -> EventState:

@@ -51,12 +51,11 @@ class EventWatcher:
         self._dirty = False
         self._last_save = 0.0
         self.sources: dict[str, bool] = {}
-        self.source_reason: dict[str, str] = {}
         self.kmsg: KmsgFollower | None = None
         if kmsg_enabled:
             self.kmsg = KmsgFollower(source or KmsgDevice(), self._on_record, _parse_record,
                                      cursor, self._on_lost, self._on_kmsg_state,
-                                     on_position=self._on_position)
+                                     on_position=self._on_position, on_drained=self._save)
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
@@ -102,7 +101,6 @@ class EventWatcher:
 
     def _on_kmsg_state(self, ok: bool, reason: str) -> None:
         self.sources["kmsg"] = ok
-        self.source_reason["kmsg"] = reason
         if ok:
             self._save(force=True)  # the cursor learned on opening: a restart resumes there
         if not ok:
@@ -206,7 +204,6 @@ class EventWatcher:
 
     # --- out -------------------------------------------------------------------------------------
     def rows(self, _view: object = None) -> list[Row]:
-        self._save()  # a record counted just before a quiet spell gets written eventually
         with self._lock:
             counts = dict(self.state.counts)
             last = dict(self.state.last_seen)

@@ -102,10 +102,6 @@ class GpuProfile:
     def has(self, family: str) -> bool:
         return family in self.families
 
-    @property
-    def clock_domains(self) -> tuple[str, ...]:
-        return tuple(self.clock_max_mhz)
-
 
 # As an H100 80GB HBM3 with driver 580.159 reports them (docs/benchmarks.md).
 _NVIDIA_THRESHOLDS = {"slowdown": 89.0, "shutdown": 95.0, "max_operating": 87.0,

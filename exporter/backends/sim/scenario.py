@@ -68,10 +68,6 @@ class _Fault(BaseModel):
     def active_at(self, t: float) -> bool:
         return self.at <= t < self.end
 
-    def overlap(self, t0: float, t1: float) -> float:
-        """Seconds of [t0, t1) during which the fault is active."""
-        return max(0.0, min(t1, self.end) - max(t0, self.at))
-
 
 class _Window(_Fault):
     duration: Seconds | None = Field(None, gt=0)  # None: until the end of the run
