@@ -55,7 +55,7 @@ class WebSettings(_Section):
         return v
 
 
-RESERVED_PATHS = ("/", "/healthz", "/readyz", "/probes", "/probes/run", "/admin/release",
+RESERVED_PATHS = ("/", "/healthz", "/readyz", "/health", "/probes", "/probes/run", "/admin/release",
                   "/admin/resume", "/openapi.json")
 
 
@@ -193,6 +193,51 @@ class ProbeSettings(_Section):
         return read_token(self.token_file, "probes.token_file") if self.token_file else None
 
 
+class HealthSettings(_Section):
+    """Thresholds and windows of the health verdict. Each default cites its source
+    (docs/health.md has the whole rule set and the reasoning)."""
+
+    gate_readiness: bool = Field(
+        False, description="/readyz fails while a GPU's verdict is fail (off: a DaemonSet whose "
+        "pods go un-Ready on sick GPUs blocks its own rollouts; DESIGN.md)")
+    xid_hold: Duration = Field(
+        24 * 3600.0, gt=0, description="a reset- or reboot-class Xid keeps its reason this long "
+        "after its last occurrence, unless the node reboots or an operator resumes after a "
+        "release for repairs (NVIDIA Xid catalog: the reset or reboot clears the condition)")
+    app_xid_window: Duration = Field(
+        3600.0, gt=0, description="an application Xid (catalog action restart_app, e.g. 13, 31) "
+        "counts towards recurrence within this window")
+    app_xid_processes: int = Field(
+        3, ge=2, description="distinct processes hitting application Xids on one GPU within the "
+        "window before it escalates (NVIDIA Xid catalog: 13/31 repeating on one GPU across "
+        "applications point at hardware)")
+    app_xid_severity: Literal["warn", "fail"] = Field(
+        "warn", description="what a recurring application Xid escalates to (warn: a crash-looping "
+        "job also makes new processes; the probes confirm hardware faults)")
+    throttle_window: Duration = Field(
+        300.0, gt=0, description="HW slowdown, HW thermal or power brake must hold for this share "
+        "of this window to count (a single sample never does)")
+    throttle_min_fraction: float = Field(
+        0.5, gt=0, le=1, description="share of the window spent throttled that counts as "
+        "sustained")
+    throttle_fail_window: Duration = Field(
+        1800.0, gt=0, description="sustained this long, the throttle reason fails the GPU instead "
+        "of warning (DCGM's thermal and power health watches report warnings)")
+    pcie_busy_utilization: float = Field(
+        0.5, ge=0, le=1, description="a PCIe link below its maximum counts only while the GPU is "
+        "this busy (nvidia-smi: the current link generation drops when the GPU is not in use)")
+    pcie_downtrain_window: Duration = Field(
+        60.0, gt=0, description="the link stays below its maximum while busy this long")
+    pcie_replay_rate: float = Field(
+        8.0, gt=0, description="PCIe replays per minute that warn (DCGM's hardware limit, "
+        "DcgmGpuHardwareLimits.h: 8 per minute, the maximum the driver team recommends)")
+    pcie_replay_window: Duration = Field(
+        300.0, gt=0, description="window the replay rate is averaged over")
+    ecc_window: Duration = Field(
+        24 * 3600.0, gt=0, description="an increase of uncorrectable ECC errors keeps its reason "
+        "this long")
+
+
 # One boolean per collector of the catalog, so an unknown collector name is a config error.
 CollectorSettings: type[BaseModel] = create_model(  # type: ignore[call-overload]
     "CollectorSettings",
@@ -215,6 +260,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     probes: ProbeSettings = ProbeSettings()
     events: EventSettings = EventSettings()
+    health: HealthSettings = HealthSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
+from . import __version__
 from .backends import AUTO_ORDER, OpenedBackends, open_backend, open_backends
 from .backends.base import BackendUnavailable
 from .config import Settings, parse_listen_address
@@ -26,6 +29,9 @@ from .events.kmsg import KmsgDevice, RecordFile
 from .events.watcher import EventWatcher
 from .events.xid_parse import normalize_bus_id
 from .exposition import Row
+from .health.engine import HealthEngine
+from .health.verdict import NodeVerdict, Status
+from .hostfacts import HostFactsReader
 from .logs import WarnOnce
 from .probing import ProbeService
 from .publisher import Publisher
@@ -33,8 +39,14 @@ from .recovery import Recovery
 from .sampler import Sampler, SamplerView
 from .selfmetrics import BackendStatus, exporter_rows, price_rows
 from .server import QuietServer, Readiness, ServerContext, create_app
+from .statuspage import StatusPageData, render_status_page
 
 log = logging.getLogger(__name__)
+
+
+def node_name() -> str:
+    """The Kubernetes node (the chart passes NODE_NAME from the downward API), else the host."""
+    return os.environ.get("NODE_NAME") or socket.gethostname()
 
 VENDOR_BACKENDS = ("nvml", "amdsmi")
 DISCOVERY_INTERVAL = 60.0  # how often `auto` looks again for a vendor library that was missing
@@ -74,7 +86,7 @@ class Daemon:
             slow_interval=c.slow_interval,
             call_deadline=c.call_deadline,
             collector_enabled=settings.collector_enabled,
-            on_cycle=self.publisher.publish,
+            on_cycle=self._on_cycle,
             clock=clock,
             warn_once=self.warn_once,
         )
@@ -98,6 +110,24 @@ class Daemon:
                 RecordFile(e.kmsg_path) if e.kmsg_path.is_file() else KmsgDevice(e.kmsg_path),
                 kmsg_enabled=e.kmsg and vendor, on_change=self.publisher.refresh)
             self.publisher.add(self.events.rows)
+        self.host_facts: HostFactsReader | None = None
+        if settings.collector_enabled("checklist"):
+            self.host_facts = HostFactsReader(max_age=c.slow_interval)
+            self.publisher.add(self.host_facts.rows)
+        self.health: HealthEngine | None = None
+        if settings.collector_enabled("health"):
+            events, probes = self.events, self.probes
+            self.health = HealthEngine(
+                settings.health,
+                occurrences=events.recent if events else lambda since: (),
+                probe_results=probes.latest_results if probes else tuple,
+                clock=clock)
+            self.publisher.add(self.health.rows)  # last: reads what the others hold
+
+    def _on_cycle(self, view: SamplerView) -> None:
+        if self.health is not None:
+            self.health.observe(view)  # before rendering: the verdict sees this very cycle
+        self.publisher.publish(view)
 
     def _probe_service(self) -> ProbeService:
         sims = [b for b, _ in self.opened.sources if b.name == "sim"]
@@ -187,6 +217,11 @@ class Daemon:
             self.sampler.unpause()
             if self.probes is not None:
                 self.probes.resume()
+            # The repairs the release was for are done: held Xids and windows start over.
+            if self.events is not None:
+                self.events.settle(requested_by)
+            if self.health is not None:
+                self.health.settle()
         log.warning("vendor libraries resumed", extra={"by": requested_by})
         self.publisher.refresh()
         return ReleaseResult(False, "resumed")
@@ -258,7 +293,26 @@ class Daemon:
         limit = self.settings.collection.staleness_limit()
         if age > limit:
             return Readiness(False, f"last collection {age:.1f}s ago, more than {limit:g}s")
+        if self.settings.health.gate_readiness and (verdict := self.verdict()) is not None:
+            failing = verdict.failing()
+            if failing:
+                what = "; ".join(
+                    f"GPU {g.gpu} fails: "
+                    f"{', '.join(r.name for r in g.reasons if r.severity is Status.FAIL)}"
+                    for g in failing)
+                return Readiness(False, f"{what} (health.gate_readiness)")
         return Readiness(True, "")
+
+    def verdict(self) -> NodeVerdict | None:
+        return self.health.current if self.health is not None else None
+
+    def status_page(self) -> str:
+        return render_status_page(StatusPageData(
+            node=node_name(), version=__version__, summary=self.summary(),
+            verdict=self.verdict(), view=self.sampler.view,
+            probes=self.probes.report() if self.probes is not None else None,
+            host=self.host_facts.facts if self.host_facts is not None else None,
+            telemetry_path=self.settings.web.telemetry_path))
 
     def summary(self) -> str:
         view = self.sampler.view
@@ -287,6 +341,8 @@ class Daemon:
             resume=self.resume,
             probes=self.probes,
             probe_token=self.probe_token,
+            verdict=self.verdict if self.health is not None else None,
+            status_page=self.status_page,
         ))
         app.router.lifespan_context = lifespan
         return app

@@ -262,6 +262,11 @@ class ProbeService:
         self.runner.restart()
 
     # --- out: metrics and JSON -------------------------------------------------------------
+    def latest_results(self) -> list[ProbeResult]:
+        """The last result that was not skipped, per GPU, probe and peer (for the verdict)."""
+        with self._lock:
+            return list(self.results.values())
+
     def rows(self, view: SamplerView | None) -> list[Row]:
         rows: list[Row] = []
         with self._lock:

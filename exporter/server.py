@@ -45,6 +45,8 @@ class ServerContext:
     resume: Callable[[str], Any] | None = None
     probes: Any = None  # exporter.probing.ProbeService, when probes are enabled
     probe_token: str | None = None
+    verdict: Callable[[], Any] | None = None  # -> health.verdict.NodeVerdict | None
+    status_page: Callable[[], str] | None = None  # the HTML of "/"
 
 
 class ProbeRunRequest(BaseModel):
@@ -113,6 +115,17 @@ def create_app(ctx: ServerContext) -> FastAPI:
     async def admin_resume(request: Request) -> JSONResponse:
         return await _admin(request, ctx.resume)
 
+    @app.get("/health", summary="The health verdict of each GPU, with its reasons",
+             responses={404: {}, 503: {"description": "no collection cycle done yet"}})
+    async def health() -> JSONResponse:
+        if ctx.verdict is None:
+            raise HTTPException(404, "the health verdict is disabled (collectors.health)")
+        verdict = ctx.verdict()
+        if verdict is None:
+            raise HTTPException(503, "no verdict yet: the first collection cycle is not done")
+        # 200 whatever the verdict: the body says it; an admission check reads "status".
+        return JSONResponse(verdict.to_dict())
+
     @app.get("/probes", summary="Last results of each probe on each GPU")
     async def probes_report() -> dict[str, Any]:
         if ctx.probes is None:
@@ -149,8 +162,15 @@ def create_app(ctx: ServerContext) -> FastAPI:
         return JSONResponse({"results": [r.to_dict() for r in results]})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def landing() -> str:
-        return _landing_page(ctx)
+    async def landing() -> HTMLResponse:
+        page = ctx.status_page() if ctx.status_page else _landing_page(ctx)
+        # The page loads nothing: say so to the browser too, so nothing can be made to.
+        return HTMLResponse(page, headers={
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                       "base-uri 'none'; form-action 'none'; "
+                                       "frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store"})
 
     return app
 

@@ -6,6 +6,7 @@ set -euo pipefail
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+command -v chromium >/dev/null || need+=(chromium)  # the status page's browser test
 
 if ((${#need[@]})); then
   sudo=""

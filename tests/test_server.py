@@ -84,11 +84,13 @@ def test_junk_paths_get_404(client, path: str) -> None:
     assert client.get(path).status_code == 404
 
 
-def test_landing_page_links_the_endpoints(client) -> None:
+def test_status_page_links_the_endpoints_and_forbids_other_origins(client) -> None:
     r = client.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    for href in ('href="/metrics"', 'href="/healthz"', 'href="/readyz"'):
+    for href in ('href="metrics"', 'href="health"', 'href="probes"'):
         assert href in r.text
+    # The browser is told too: nothing on the page may load from anywhere.
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
 
 
 def test_readyz_before_first_cycle_and_when_stale() -> None:

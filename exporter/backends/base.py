@@ -61,6 +61,8 @@ class BackendEvent:
     code: int | None = None
     message: str = ""
     timestamp: float = 0.0
+    pid: int | None = None  # the process the driver named, when it named one
+    process: str | None = None
 
 
 class Unsupported(Exception):

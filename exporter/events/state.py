@@ -18,6 +18,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 STATE_FILE = "kmsg-state.json"
+RECENT_MAX = 1000  # occurrences kept for the verdict: a flood must not grow the file forever
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -38,6 +39,10 @@ class EventState:
     events: dict[str, float] = field(default_factory=dict)  # "ident|event" -> n
     lost: int = 0  # records overwritten before we read them (ring buffer wrapped)
     unparsed: int = 0
+    # The latest occurrences of this boot, for the health verdict's windows and holds:
+    # [ident, event ("xid" or an event name), xid or null, action, pid or null, process name
+    # or null, unix time]. Bounded (RECENT_MAX); a new boot starts the list again.
+    recent: list[list] = field(default_factory=list)
 
 
 class StateStore:

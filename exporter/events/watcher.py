@@ -13,12 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..backends.base import Backend, BackendEvent
 from ..exposition import Row
 from .kmsg import KmsgDevice, KmsgFollower, RecordSource
-from .state import EventState, StateStore, boot_id
+from .state import RECENT_MAX, EventState, StateStore, boot_id
 from .xid_catalog import resolve_action
 from .xid_parse import BusEvent, Unparsed, XidEvent, normalize_bus_id, parse_kmsg_record, parse_line
 
@@ -26,6 +27,19 @@ log = logging.getLogger(__name__)
 
 SAVE_EVERY = 1.0  # seconds: a flood of records must not turn into a flood of fsyncs
 GpuIds = Callable[[], dict[str, tuple[int, str]]]  # normalized bus id or uuid -> (index, uuid)
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One Xid or bus event as the health verdict sees it, resolved to its GPU."""
+
+    uuid: str
+    event: str  # "xid" or an event name such as "fell_off_bus"
+    xid: int | None
+    action: str
+    pid: int | None
+    process: str | None
+    when: float  # unix time
 
 
 class EventWatcher:
@@ -46,6 +60,7 @@ class EventWatcher:
         cursor = self.state.seq
         if self.state.boot_id and self.state.boot_id != boot:
             cursor = -1  # a new boot: every record in the ring is new; counts carry on
+            self.state.recent = []  # the reboot reset every GPU: old occurrences are settled
         self.state.boot_id = boot
         self._lock = threading.Lock()
         self._dirty = False
@@ -127,7 +142,8 @@ class EventWatcher:
             if isinstance(event, Unparsed):
                 self.state.unparsed += 1
         if isinstance(event, XidEvent):
-            self.count(event.bus_id, event.xid, self.wallclock(), event.message)
+            self.count(event.bus_id, event.xid, self.wallclock(), event.message,
+                       event.pid, event.name)
         elif isinstance(event, BusEvent):
             self.count_event(event.bus_id, "fell_off_bus")
         self._save()
@@ -135,9 +151,9 @@ class EventWatcher:
     def _count_backend_event(self, event: BackendEvent) -> None:
         when = event.timestamp or self.wallclock()
         if event.kind == "xid" and event.code is not None:
-            self.count(event.uuid, event.code, when, event.message)
+            self.count(event.uuid, event.code, when, event.message, event.pid, event.process)
         else:
-            self.count_event(event.uuid, event.kind)
+            self.count_event(event.uuid, event.kind, when)
         self._save()
 
     # --- counting --------------------------------------------------------------------------------
@@ -160,24 +176,58 @@ class EventWatcher:
             return str(index), uuid
         return "", ident if ident.startswith(("GPU-", "MIG-")) else f"PCI:{ident}"
 
-    def count(self, ident: str, xid: int, when: float, message: str = "") -> None:
+    def count(self, ident: str, xid: int, when: float, message: str = "",
+              pid: int | None = None, process: str | None = None) -> None:
         ident = self._ident(ident)
         action = resolve_action(xid, message)  # Xid 154 carries its action in the message
         with self._lock:
             key = f"{ident}|{xid}|{action}"
             self.state.counts[key] = self.state.counts.get(key, 0) + 1
             self.state.last_seen[f"{ident}|{xid}"] = when
+            self._remember([ident, "xid", xid, action, pid, process, when])
             self._dirty = True
         log.warning("Xid", extra={"gpu": ident, "xid": xid, "action": action})
         self.on_change()
 
-    def count_event(self, ident: str, event: str) -> None:
+    def count_event(self, ident: str, event: str, when: float | None = None) -> None:
         ident = self._ident(ident)
         with self._lock:
             key = f"{ident}|{event}"
             self.state.events[key] = self.state.events.get(key, 0) + 1
+            self._remember([ident, event, None, "", None, None,
+                            self.wallclock() if when is None else when])
             self._dirty = True
         log.warning("GPU event", extra={"gpu": ident, "event": event})
+        self.on_change()
+
+    def _remember(self, occurrence: list) -> None:
+        """Called with the lock held."""
+        recent = self.state.recent
+        recent.append(occurrence)
+        if len(recent) > RECENT_MAX:
+            del recent[: len(recent) - RECENT_MAX]
+
+    def recent(self, since: float = 0.0) -> list[Occurrence]:
+        """Occurrences of this boot at or after `since` (unix time), oldest first."""
+        ids = self.gpus()
+        with self._lock:
+            recent = [list(o) for o in self.state.recent]
+        out = []
+        for ident, event, xid, action, pid, process, when in recent:
+            if when >= since:
+                _, uuid = self._labels(ident, ids)
+                out.append(Occurrence(uuid, event, xid, action, pid, process, when))
+        return out
+
+    def settle(self, reason: str) -> None:
+        """Forget the occurrences the verdict holds on to (counts stay): the operator says the
+        repairs they asked for are done (resume after a release)."""
+        with self._lock:
+            n = len(self.state.recent)
+            self.state.recent = []
+            self._dirty = True
+        log.info("event holds settled", extra={"occurrences": n, "by": reason})
+        self._save(force=True)
         self.on_change()
 
     def _save(self, force: bool = False) -> None:
@@ -185,7 +235,7 @@ class EventWatcher:
         with self._lock:
             if not self._dirty or (not force and now - self._last_save < SAVE_EVERY):
                 return
-            snapshot = EventState(**{k: (dict(v) if isinstance(v, dict) else v)
+            snapshot = EventState(**{k: (v.copy() if isinstance(v, dict | list) else v)
                                      for k, v in self.state.__dict__.items()})
             self._dirty, self._last_save = False, now
         self.store.save(snapshot)

@@ -10,6 +10,7 @@ window, and counters move only when their fault's time has come on the injected 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -165,16 +166,18 @@ class SimBackend:
             for index in fault.gpu:
                 layout = self._gpus[index].layout
                 codes = []
+                pid = process = None
                 if fault.kind == "xid":
-                    codes = [fault.xid]
+                    codes, pid, process = [fault.xid], fault.pid, fault.process
                 elif fault.kind == "lost" and fault.fell_off_bus:
                     pending.append(_PendingEvent(fault.at, BackendEvent(
                         layout.uuid, "fell_off_bus", None, "GPU has fallen off the bus")))
                     codes = [79]
                 for code in codes:
-                    message = f"NVRM: Xid (PCI:{layout.pci_bus_id}): {code}, simulated fault"
+                    who = f"pid={pid}, name={process or '<unknown>'}, " if pid else ""
+                    message = f"NVRM: Xid (PCI:{layout.pci_bus_id}): {code}, {who}simulated fault"
                     pending.append(_PendingEvent(fault.at, BackendEvent(
-                        layout.uuid, "xid", code, message)))
+                        layout.uuid, "xid", code, message, pid=pid, process=process)))
         return sorted(pending, key=lambda p: p.t)  # stable: file order among equal times
 
     def _take_due_events(self) -> list[BackendEvent]:
@@ -183,5 +186,4 @@ class SimBackend:
             due = [p for p in self._events if p.t <= now]
             self._events = self._events[len(due):]
         wall_now = self._wallclock()
-        return [BackendEvent(p.event.uuid, p.event.kind, p.event.code, p.event.message,
-                             timestamp=wall_now - (now - p.t)) for p in due]
+        return [dataclasses.replace(p.event, timestamp=wall_now - (now - p.t)) for p in due]

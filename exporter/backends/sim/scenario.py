@@ -80,6 +80,8 @@ class _Window(_Fault):
 class Xid(_Fault):
     kind: Literal["xid"]
     xid: int = Field(ge=1)
+    pid: int | None = Field(None, ge=1)  # the process the driver names (application Xids)
+    process: str | None = Field(None, min_length=1, max_length=64)
 
 
 class Lost(_Window):

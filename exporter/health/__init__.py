@@ -1,0 +1,1 @@
+"""The health verdict per GPU: reasons from telemetry, events and probes (docs/health.md)."""
