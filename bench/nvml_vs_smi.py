@@ -14,6 +14,7 @@ import re
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from exporter.backends.nvml import NvmlBackend
 from exporter.sampler import Sampler
@@ -111,6 +112,30 @@ TLIMIT_THRESHOLDS = {"shutdown": "gpu_temp_max_tlimit_threshold",
                      "max_operating": "gpu_temp_max_gpu_tlimit_threshold"}
 
 
+# The node checklist: values nvidia-smi prints in words or spreads over several elements.
+COMPUTE_MODES = {"default": 0, "exclusive_thread": 1, "prohibited": 2, "exclusive_process": 3}
+
+
+def checklist_smi(node: ET.Element, bus_id: str) -> dict[str, tuple[str, float | None]]:
+    """family -> (nvidia-smi's text, its value in our terms)."""
+    mode = (node.findtext("compute_mode") or "").strip()
+    app = [node.findtext(f"applications_clocks/{c}") for c in ("graphics_clock", "mem_clock")]
+    default = [node.findtext(f"default_applications_clocks/{c}")
+               for c in ("graphics_clock", "mem_clock")]
+    locked = None if None in app + default else float(app != default)
+    # nvidia-smi -q does not print the NUMA node; the kernel's sysfs entry is the reference.
+    domain, _, rest = bus_id.lower().partition(":")
+    try:
+        numa = float(Path(f"/sys/bus/pci/devices/{domain[-4:]}:{rest}/numa_node").read_text())
+    except (OSError, ValueError):
+        numa = None
+    return {
+        "gpu_compute_mode": (mode, COMPUTE_MODES.get(mode.lower())),
+        "gpu_applications_clocks_locked": (f"app {app} vs default {default}", locked),
+        "gpu_numa_node": ("sysfs numa_node", numa),
+    }
+
+
 def tlimit_threshold(node: ET.Element, tag: str) -> float | None:
     values = [smi_number(node.findtext(f"temperature/{t}"), t, node)
               for t in ("gpu_temp", "gpu_temp_tlimit", tag)]
@@ -177,6 +202,14 @@ def main() -> None:
                 total += 1
             shown = "absent" if ours is None else f"{ours:.6g}"
             print(f"| {what} | {shown} | {(text or 'absent').strip()} | {verdict} |")
+        bus_id = next((dict(s.labels).get("pci_bus_id", "") for s in gpu.samples
+                       if s.family == "gpu_info"), "")
+        for family, (text, theirs) in checklist_smi(node, bus_id).items():
+            ours = next((s.value for s in gpu.samples if s.family == family), None)
+            ok = ours is not None and theirs is not None and ours == theirs
+            matches += ok
+            total += 1
+            print(f"| {family} | {ours} | {text} | {'yes' if ok else 'NO'} |")
         for threshold, tag in TLIMIT_THRESHOLDS.items():
             ours = next((s.value for s in gpu.samples
                          if s.family == "gpu_temperature_threshold_celsius"

@@ -1,8 +1,12 @@
 """`gpu-fleet-exporter probe`: run the probes once, without the daemon; the exit code decides.
 
-It is the node admission check (an init container, a pre-job hook): 0 every probe passed
-(warnings are printed), 1 at least one GPU failed a probe (confirmed by a retry: quarantine the
-node), 3 unknown (no GPU, CuPy missing, a probe broke or could not run), 2 usage.
+It is the node admission check (an init container, a pre-job hook). The exit code is the
+daemon's health verdict (exporter.health), judged on what this run saw: the telemetry at start
+and end, the Xids of the window and the probes' results. 0 ok (warnings are printed), 1 at
+least one GPU fails (a probe failure confirmed by a retry, a row-remap failure, a severe Xid,
+...: quarantine the node), 3 unknown (no GPU, CuPy missing, a probe broke or could not run),
+2 usage. Window-based reasons (sustained throttling, a slow link while busy) need the daemon's
+history and are not judged here.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from .config import Settings
 from .daemon import VENDOR_BACKENDS
 from .events.kmsg import KmsgDevice
 from .events.watcher import EventWatcher
+from .health.engine import HealthEngine
+from .health.verdict import NodeVerdict, Status
 from .probing import ProbeService
 from .sampler import Sampler
 
@@ -95,6 +101,9 @@ def _run(settings: Settings, opened: Any, sampler: Sampler, view: Any,
               file=sys.stderr)
         return EXIT_UNKNOWN
     service.observe(view)
+    health = HealthEngine(settings.health, watcher.recent if watcher else lambda since: (),
+                          service.latest_results)
+    health.observe(view)
     results: list[ProbeResult] = []
     skipped: list[dict[str, Any]] = []
     wanted = names or list(PROBES)
@@ -108,27 +117,56 @@ def _run(settings: Settings, opened: Any, sampler: Sampler, view: Any,
     if "ecc_xid_scan" in wanted:
         # The observation window itself (not a synchronisation): watch for new faults.
         time.sleep(max(0.0, window - (time.monotonic() - started)))
-        service.observe(sampler.run_cycle())
+    end = sampler.run_cycle()
+    service.observe(end)
+    health.observe(end)
+    if "ecc_xid_scan" in wanted:
         results += service.run("ecc_xid_scan", gpus)
+    verdict = health.evaluate(end)
+    assert verdict is not None
+    if gpus:
+        verdict = NodeVerdict(tuple(g for g in verdict.gpus if g.gpu in gpus),
+                              verdict.evaluated_at)
     index = {t.uuid: t.index for t in service.targets()}
     for (uuid, probe), reason in service.last_skip.items():
         skipped.append({"gpu": index.get(uuid), "uuid": uuid, "probe": probe, "reason": reason})
-    code = _exit_code(results, skipped)
+    code = exit_code(verdict, results, skipped)
     if as_json:
         print(json.dumps({"results": [r.to_dict() for r in results], "skipped": skipped,
-                          "exit_code": code}, indent=2))
+                          "health": verdict.to_dict(), "exit_code": code}, indent=2))
     else:
         _table(results, skipped, index)
+        _verdict_table(verdict)
     return code
 
 
-def _exit_code(results: list[ProbeResult], skipped: list[dict[str, Any]]) -> int:
-    if any(r.outcome is Outcome.FAIL for r in results):
+def exit_code(verdict: NodeVerdict, results: list[ProbeResult],
+              skipped: list[dict[str, Any]]) -> int:
+    """DESIGN.md's table: a failing GPU wins over anything unknown; warnings exit 0."""
+    if verdict.status is Status.FAIL:
         return EXIT_FAIL
     if skipped or not results or any(r.outcome in (Outcome.ERROR, Outcome.SKIPPED)
                                      for r in results):
         return EXIT_UNKNOWN
     return EXIT_OK
+
+
+def _verdict_table(verdict: NodeVerdict) -> None:
+    table = Table(title="health verdict", header_style="bold")
+    for col in ("GPU", "Verdict", "Reasons"):
+        table.add_column(col)
+    style = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red"}
+    for g in verdict.gpus:
+        reasons = "; ".join(f"{r.name} ({r.severity.label}): {r.detail}" for r in g.reasons)
+        table.add_row(str(g.gpu), f"[{style[g.status]}]{g.status.label}[/]", reasons or "-")
+    _console().print(table)
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # a log or a pipe: do not squeeze into 80 columns
+    return console
 
 
 def _figures(r: ProbeResult) -> str:
@@ -166,7 +204,4 @@ def _table(results: list[ProbeResult], skipped: list[dict[str, Any]],
     for s in skipped:
         table.add_row(str(s["gpu"]), s["probe"], "[yellow]skipped[/]", "-", "-", "-",
                       s["reason"])
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # a log or a pipe: do not squeeze into 80 columns
-    console.print(table)
+    _console().print(table)

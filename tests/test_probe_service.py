@@ -252,3 +252,27 @@ def test_a_bad_thresholds_file_is_a_config_error(tmp_path: Path) -> None:
                             f"--probes.thresholds-file={bad}"], capture_output=True, text=True,
                            cwd=REPO, timeout=60)
         assert r.returncode == 2 and "probes.thresholds_file" in r.stderr, r.stderr
+
+
+def test_probe_command_exit_code_is_the_health_verdict(tmp_path: Path) -> None:
+    """The admission check and the daemon judge alike: a row-remap failure fails the node
+    although every probe passes; a pending remap only warns (exit 0, printed)."""
+    failing = ("faults:\n  - {kind: row_remap_failure, gpu: 1}\n"
+               "  - {kind: row_remap_pending, gpu: 3}\n")
+    r = _probe_cmd(tmp_path, failing, "--force", "--probe", "pcie_bandwidth")
+    out = json.loads(r.stdout)
+    assert {x["outcome"] for x in out["results"]} == {"pass"}
+    assert r.returncode == 1, r.stderr
+    status = {g["gpu"]: (g["status"], [x["reason"] for x in g["reasons"]])
+              for g in out["health"]["gpus"]}
+    assert status[1] == ("fail", ["row_remap_failure"])
+    assert status[3] == ("warn", ["row_remap_pending"])
+    assert status[0] == status[2] == ("ok", [])
+    r = _probe_cmd(tmp_path, failing, "--force", "--probe", "pcie_bandwidth", "--gpu", "3")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["health"]["status"] == "warn"
+    r = subprocess.run(
+        [sys.executable, "-m", "exporter", "probe", "--collection.backend=sim", "--sim.gpus=4",
+         f"--sim.scenario={tmp_path / 's.yaml'}", "--force", "--probe", "pcie_bandwidth",
+         "--gpu", "3"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0 and "row_remap_pending (warn)" in r.stdout, r.stdout
