@@ -129,6 +129,8 @@ def checklist_smi(node: ET.Element, bus_id: str) -> dict[str, tuple[str, float |
         numa = float(Path(f"/sys/bus/pci/devices/{domain[-4:]}:{rest}/numa_node").read_text())
     except (OSError, ValueError):
         numa = None
+    if numa is not None and numa < 0:
+        numa = None  # -1: the kernel knows no NUMA node for the device (ours is absent too)
     return {
         "gpu_compute_mode": (mode, COMPUTE_MODES.get(mode.lower())),
         "gpu_applications_clocks_locked": (f"app {app} vs default {default}", locked),
@@ -206,10 +208,13 @@ def main() -> None:
                        if s.family == "gpu_info"), "")
         for family, (text, theirs) in checklist_smi(node, bus_id).items():
             ours = next((s.value for s in gpu.samples if s.family == family), None)
-            ok = ours is not None and theirs is not None and ours == theirs
+            if ours is None and theirs is None:
+                print(f"| {family} | absent | {text}: absent | both absent |")
+                continue
+            ok = ours == theirs
             matches += ok
             total += 1
-            print(f"| {family} | {ours} | {text} | {'yes' if ok else 'NO'} |")
+            print(f"| {family} | {ours} | {text}: {theirs} | {'yes' if ok else 'NO'} |")
         for threshold, tag in TLIMIT_THRESHOLDS.items():
             ours = next((s.value for s in gpu.samples
                          if s.family == "gpu_temperature_threshold_celsius"
