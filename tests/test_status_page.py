@@ -285,3 +285,70 @@ def test_generated_at_is_now_by_default() -> None:
     before = time.time()
     data = StatusPageData(node="n", version="v", summary="", verdict=None)
     assert before <= data.generated_at <= time.time()
+
+
+# --- the real daemon's page -----------------------------------------------------------------------
+DAEMON_FAULTS = """faults:
+  - {kind: lost, gpu: 2, at: 0s, fell_off_bus: true}
+  - {kind: row_remap_pending, gpu: 1, at: 0s}
+"""
+
+
+@pytest.fixture
+def daemon_url(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """The daemon on the simulated node (4 GPUs, GPU 2 off the bus, GPU 1 with a pending
+    remap) under real uvicorn: the page as an operator gets it, probes and events on."""
+    import httpx
+
+    from exporter.backends import OpenedBackends
+    from exporter.backends.sim import load_scenario
+    from exporter.config import load_settings
+    from exporter.daemon import Daemon
+
+    (tmp_path / "s.yaml").write_text(DAEMON_FAULTS)
+    backend = SimBackend(gpus=4, seed=5, scenario=load_scenario(tmp_path / "s.yaml"))
+    backend.start()
+    settings = load_settings(overrides={
+        "collection": {"fast_interval": 0.05, "slow_interval": 0.2, "call_deadline": 0.5},
+        "web": {"listen_address": "127.0.0.1:0"}})
+    daemon = Daemon(settings, OpenedBackends(sources=[(backend, list(backend.devices()))]))
+    server = uvicorn.Server(uvicorn.Config(daemon.app(), host="127.0.0.1", port=0,
+                                           log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, what="uvicorn to start")
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/"
+
+        def verdict() -> dict[int, str]:
+            r = httpx.get(url + "health", timeout=5)
+            return {g["gpu"]: g["status"] for g in r.json()["gpus"]} if r.status_code == 200 \
+                else {}
+
+        wait_for(lambda: verdict() == {0: "ok", 1: "warn", 2: "fail", 3: "ok"},
+                 what="the fault scenario in the verdict")
+        yield url, daemon
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_daemon_status_page_in_browser(browser: Browser, daemon_url: tuple[str, Any]) -> None:
+    """The page the daemon serves at /, rendered by Chromium: every GPU of the node, the GPU
+    that fell off the bus marked failing with its reason, the same statuses as /health, and no
+    request leaving the origin (the page's CSP forbids any, and none is attempted)."""
+    url, daemon = daemon_url
+    browser.load(url, width=1280, height=900)
+    rows = browser.evaluate(_ROWS_JS)
+    assert [r["gpu"] for r in rows] == ["0", "1", "2", "3"]
+    statuses = {int(r["gpu"]): r["status"] for r in rows}
+    verdict = daemon.verdict()
+    assert statuses == {g.gpu: g.status.label for g in verdict.gpus}
+    assert statuses[2] == "fail" and "fail" in rows[2]["cls"].split()
+    assert "fell_off_bus" in rows[2]["text"]
+    assert "row_remap_pending" in rows[1]["text"]
+    origin = url.rstrip("/")
+    outside = [u for u in browser.requests if not (u == origin or u.startswith(origin + "/"))]
+    assert url in browser.requests and not outside, browser.requests
+    shot = browser.screenshot(ARTIFACTS / "status-page-daemon.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
