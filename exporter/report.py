@@ -12,7 +12,7 @@ from .backends.base import Sample
 from .sampler import GpuState, SamplerView
 
 
-def _value(samples: Iterable[Sample], family: str, **labels: str) -> float | None:
+def sample_value(samples: Iterable[Sample], family: str, **labels: str) -> float | None:
     want = set(labels.items())
     for s in samples:
         if s.family == family and want <= set(s.labels):
@@ -20,7 +20,7 @@ def _value(samples: Iterable[Sample], family: str, **labels: str) -> float | Non
     return None
 
 
-def _fmt(value: float | None, scale: float = 1.0, spec: str = ".0f", unit: str = "") -> str:
+def fmt_value(value: float | None, scale: float = 1.0, spec: str = ".0f", unit: str = "") -> str:
     return "-" if value is None else f"{value / scale:{spec}}{unit}"
 
 
@@ -35,11 +35,11 @@ def to_json(view: SamplerView) -> dict[str, Any]:
     return {"gpus": gpus}
 
 
-def _model(g: GpuState) -> str:
+def gpu_model(g: GpuState, unknown: str = "?") -> str:
     for s in g.samples:
         if s.family == "gpu_info":
-            return dict(s.labels).get("model", "?")
-    return "?"
+            return dict(s.labels).get("model", unknown)
+    return unknown
 
 
 def print_table(view: SamplerView, console: Console | None = None) -> None:
@@ -51,20 +51,20 @@ def print_table(view: SamplerView, console: Console | None = None) -> None:
         s = g.samples
         events = sorted(dict(x.labels)["reason"] for x in s
                         if x.family == "gpu_clock_event_active" and x.value)
-        ecc = _value(s, "gpu_ecc_errors_total", type="uncorrected", scope="volatile",
+        ecc = sample_value(s, "gpu_ecc_errors_total", type="uncorrected", scope="volatile",
                      location="total")
         table.add_row(
             str(g.index),
-            _model(g),
+            gpu_model(g),
             "yes" if g.up else f"[red]no[/red] ({g.down_reason})",
-            _fmt(_value(s, "gpu_utilization_ratio"), 0.01, ".0f", " %"),
-            f"{_fmt(_value(s, 'gpu_memory_used_bytes'), 2**30, '.1f')} / "
-            f"{_fmt(_value(s, 'gpu_memory_total_bytes'), 2**30, '.1f', ' GiB')}",
-            _fmt(_value(s, "gpu_temperature_celsius", sensor="gpu"), unit=" °C"),
-            f"{_fmt(_value(s, 'gpu_power_watts'))} / "
-            f"{_fmt(_value(s, 'gpu_power_limit_watts', limit='enforced'), unit=' W')}",
-            _fmt(_value(s, "gpu_clock_hertz", clock="sm"), 1e6, ".0f", " MHz"),
+            fmt_value(sample_value(s, "gpu_utilization_ratio"), 0.01, ".0f", " %"),
+            f"{fmt_value(sample_value(s, 'gpu_memory_used_bytes'), 2**30, '.1f')} / "
+            f"{fmt_value(sample_value(s, 'gpu_memory_total_bytes'), 2**30, '.1f', ' GiB')}",
+            fmt_value(sample_value(s, "gpu_temperature_celsius", sensor="gpu"), unit=" °C"),
+            f"{fmt_value(sample_value(s, 'gpu_power_watts'))} / "
+            f"{fmt_value(sample_value(s, 'gpu_power_limit_watts', limit='enforced'), unit=' W')}",
+            fmt_value(sample_value(s, "gpu_clock_hertz", clock="sm"), 1e6, ".0f", " MHz"),
             ", ".join(events) or "-",
-            _fmt(ecc),
+            fmt_value(ecc),
         )
     (console or Console()).print(table)

@@ -17,7 +17,7 @@ from html import escape
 from typing import Any
 
 from .health.verdict import GpuVerdict, NodeVerdict, Reason, Status
-from .report import _fmt, _model, _value
+from .report import fmt_value, gpu_model, sample_value
 from .sampler import GpuState, SamplerView
 
 # Probe outcomes, worst first: a pair probe keeps one latest result per peer, and the page shows
@@ -161,7 +161,7 @@ def _row(index: int, verdict: GpuVerdict | None, state: GpuState | None,
     status = verdict.status.label if verdict is not None else "unknown"
     samples = state.samples if state is not None else ()
     model = (verdict.model if verdict is not None and verdict.model else "") or \
-        (_model(state) if state is not None else "?")
+        (gpu_model(state) if state is not None else "?")
     uuid = verdict.uuid if verdict is not None else (state.uuid if state else "")
     cells = [
         f'<th scope="row"><span class="idx">{index}</span> {escape(model)}'
@@ -170,10 +170,12 @@ def _row(index: int, verdict: GpuVerdict | None, state: GpuState | None,
         _reasons(verdict, state, data.generated_at),
         _util(samples),
         _memory(samples),
-        escape(_fmt(_value(samples, "gpu_temperature_celsius", sensor="gpu"), unit=" °C")),
-        escape(_of(_value(samples, "gpu_power_watts"),
-                   _value(samples, "gpu_power_limit_watts", limit="enforced"), 1, ".0f", " W")),
-        escape(_fmt(_value(samples, "gpu_clock_hertz", clock="sm"), 1e6, ".0f", " MHz")),
+        escape(fmt_value(sample_value(samples, "gpu_temperature_celsius", sensor="gpu"),
+                         unit=" °C")),
+        escape(_of(sample_value(samples, "gpu_power_watts"),
+                   sample_value(samples, "gpu_power_limit_watts", limit="enforced"),
+                   1, ".0f", " W")),
+        escape(fmt_value(sample_value(samples, "gpu_clock_hertz", clock="sm"), 1e6, ".0f", " MHz")),
         _clock_events(samples),
         _probe_list(probe_gpu, data),
     ]
@@ -219,14 +221,14 @@ def _bar(ratio: float | None, text: str) -> str:
 
 
 def _util(samples: Iterable[Any]) -> str:
-    util = _value(samples, "gpu_utilization_ratio")
-    return _bar(util, _fmt(util, 0.01, ".0f", " %"))
+    util = sample_value(samples, "gpu_utilization_ratio")
+    return _bar(util, fmt_value(util, 0.01, ".0f", " %"))
 
 
 def _memory(samples: Iterable[Any]) -> str:
     samples = tuple(samples)
-    used = _value(samples, "gpu_memory_used_bytes")
-    total = _value(samples, "gpu_memory_total_bytes")
+    used = sample_value(samples, "gpu_memory_used_bytes")
+    total = sample_value(samples, "gpu_memory_total_bytes")
     text = _of(used, total, _GIB, ".1f", " GiB")
     ratio = used / total if used is not None and total else None
     return _bar(ratio, text)
@@ -236,7 +238,7 @@ def _of(part: float | None, whole: float | None, scale: float, spec: str, unit: 
     """'used / total unit'; a bare '-' when neither is known (a down GPU has no values)."""
     if part is None and whole is None:
         return "-"
-    return f"{_fmt(part, scale, spec)} / {_fmt(whole, scale, spec, unit)}"
+    return f"{fmt_value(part, scale, spec)} / {fmt_value(whole, scale, spec, unit)}"
 
 
 def _clock_events(samples: Iterable[Any]) -> str:

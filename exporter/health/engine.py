@@ -16,6 +16,7 @@ from probes.result import ProbeResult
 
 from ..config import HealthSettings
 from ..exposition import Row
+from ..report import gpu_model
 from ..sampler import GpuState, SamplerView
 from .events import contained_ecc, event_reasons
 from .probes import probe_reasons
@@ -90,14 +91,14 @@ class HealthEngine:
                 if gpu.up and tracker is not None:
                     contained = contained_ecc(mine, wall - h.ecc_window)
                     reasons += tracker.state_reasons(latest[gpu.uuid],
-                                                     peer_links.get(_model(gpu), set()))
+                                                     peer_links.get(gpu_model(gpu, ''), set()))
                     reasons += tracker.window_reasons(now, wall, contained)
                 elif not gpu.up and (lost := down_reason(gpu)) is not None:
                     # A GPU off the bus is also lost to the driver: one fact, one reason.
                     off_bus = any(r.name == "fell_off_bus" for r in reasons)
                     reasons += [] if off_bus and lost.name == "gpu_lost" else [lost]
                 verdicts.append(GpuVerdict(gpu.index, gpu.uuid, merge_reasons(reasons),
-                                           _model(gpu)))
+                                           gpu_model(gpu, '')))
         return NodeVerdict(tuple(verdicts), wall)
 
     def rows(self, view: SamplerView | None) -> list[Row]:
@@ -119,16 +120,9 @@ def verdict_rows(verdict: NodeVerdict | None) -> list[Row]:
     return rows
 
 
-def _model(gpu: GpuState) -> str:
-    for s in gpu.samples:
-        if s.family == "gpu_info":
-            return dict(s.labels).get("model", "")
-    return ""
-
-
 def _links_up_by_model(view: SamplerView, latest: dict[str, Latest]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for gpu in view.gpus:
         up = {link for link, ok in latest[gpu.uuid].nvlinks().items() if ok}
-        out.setdefault(_model(gpu), set()).update(up)
+        out.setdefault(gpu_model(gpu, ''), set()).update(up)
     return out
