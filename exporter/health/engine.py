@@ -52,6 +52,7 @@ class HealthEngine:
         self.clock, self.wallclock = clock, wallclock
         self._lock = threading.Lock()
         self._trackers: dict[str, GpuTracker] = {}
+        self._judged: dict[str, list[Reason]] = {}  # uuid -> its own reasons, last judged
         self.current: NodeVerdict | None = None  # None until the first collection
 
     def observe(self, view: SamplerView | None) -> None:
@@ -68,6 +69,7 @@ class HealthEngine:
         """Repairs are done (resume after a release): windows start again from now."""
         with self._lock:
             self._trackers.clear()
+            self._judged.clear()
 
     def evaluate(self, view: SamplerView | None) -> NodeVerdict | None:
         if view is None:
@@ -88,15 +90,22 @@ class HealthEngine:
                 mine = by_gpu.get(gpu.uuid, [])
                 reasons = event_reasons(mine, wall, h) + probe_reasons(results.get(gpu.uuid, ()))
                 tracker = self._trackers.get(gpu.uuid)
+                own: list[Reason] = []  # what its telemetry or its being down says
                 if gpu.up and tracker is not None:
                     contained = contained_ecc(mine, wall - h.ecc_window)
-                    reasons += tracker.state_reasons(latest[gpu.uuid],
-                                                     peer_links.get(gpu_model(gpu, ''), set()))
-                    reasons += tracker.window_reasons(now, wall, contained)
+                    own += tracker.state_reasons(latest[gpu.uuid],
+                                                 peer_links.get(gpu_model(gpu, ''), set()))
+                    own += tracker.window_reasons(now, wall, contained)
                 elif not gpu.up and (lost := down_reason(gpu)) is not None:
                     # A GPU off the bus is also lost to the driver: one fact, one reason.
                     off_bus = any(r.name == "fell_off_bus" for r in reasons)
-                    reasons += [] if off_bus and lost.name == "gpu_lost" else [lost]
+                    own += [] if off_bus and lost.name == "gpu_lost" else [lost]
+                elif not gpu.up:
+                    # Nothing to judge now (the library re-initializing, released for
+                    # repairs): the last judgement stands, so a failing GPU never reads ok.
+                    own = self._judged.get(gpu.uuid, [])
+                self._judged[gpu.uuid] = own
+                reasons += own
                 verdicts.append(GpuVerdict(gpu.index, gpu.uuid, merge_reasons(reasons),
                                            gpu_model(gpu, '')))
         return NodeVerdict(tuple(verdicts), wall)

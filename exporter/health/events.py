@@ -35,8 +35,10 @@ def event_reasons(occurrences: Iterable[Occurrence], wall: float,
                   h: HealthSettings) -> list[Reason]:
     """Reasons of one GPU from its occurrences (oldest first), at unix time `wall`."""
     out: list[Reason] = []
+    occurrences = list(occurrences)
     held = [o for o in occurrences if o.when >= wall - h.xid_hold]
-    app = [o for o in held if o.event == "xid" and o.action == "restart_app"
+    # Its own window, not capped by the hold: application Xids are not held.
+    app = [o for o in occurrences if o.event == "xid" and o.action == "restart_app"
            and o.when >= wall - h.app_xid_window]
     for o in held:
         if o.event == "fell_off_bus" or o.xid == FELL_OFF_BUS_XID:

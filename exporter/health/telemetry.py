@@ -80,10 +80,14 @@ class GpuTracker:
         """One cycle's samples of an up GPU (monotonic time `t`)."""
         h = self.settings
         keep = max(h.throttle_window, h.throttle_fail_window)
-        for reason in THROTTLE_REASONS:
-            active = latest.by_label.get(("gpu_clock_event_active", "reason", reason))
+        bits = {r: latest.by_label.get(("gpu_clock_event_active", "reason", r))
+                for r in THROTTLE_REASONS}
+        for reason, active in bits.items():
             if active is None:
                 continue
+            if reason == "hw_slowdown" and 1 in (bits["hw_thermal_slowdown"],
+                                                 bits["hw_power_brake_slowdown"]):
+                active = 0  # set together with one of them, which explains it: not counted
             counter = latest.by_label.get(("gpu_clock_event_seconds_total", "reason", reason))
             self.throttle.setdefault(reason, DutyWindow(keep)).add(t, active == 1, counter)
         util = latest.plain.get("gpu_utilization_ratio")

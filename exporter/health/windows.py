@@ -14,27 +14,43 @@ from dataclasses import dataclass, field
 @dataclass
 class DutyWindow:
     """How much of a window a condition held: from a cumulative seconds counter when the
-    hardware keeps one (it sees between our samples), else from the sampled on/off state."""
+    hardware keeps one (it sees between our samples), else from the sampled on/off state.
+
+    Runs of identical observations are kept as their first and last point, so a GPU that is
+    not throttling (the usual case) costs two points however long the window, and a question
+    costs time in the number of changes, not of samples.
+    """
 
     keep: float  # seconds of history kept: the longest window asked about
     points: deque[tuple[float, bool, float | None]] = field(default_factory=deque)
 
     def add(self, t: float, active: bool, counter: float | None) -> None:
-        self.points.append((t, active, counter))
-        while len(self.points) > 2 and self.points[1][0] <= t - self.keep:
-            self.points.popleft()
+        p = self.points
+        if len(p) >= 2 and p[-2][1:] == p[-1][1:] == (active, counter):
+            p[-1] = (t, active, counter)  # the run goes on: move its last point
+        else:
+            p.append((t, active, counter))
+        while len(p) > 2 and p[1][0] <= t - self.keep:
+            p.popleft()
 
     def fraction(self, now: float, window: float) -> float | None:
-        """Share of [now - window, now] spent active; None while history is shorter than
+        """Share of [now - window, now] spent active; None while the history is shorter than
         most of the window (a GPU just seen must not be judged on one sample)."""
-        pts = [p for p in self.points if p[0] >= now - window]
+        pts = self.points
         if len(pts) < 2 or pts[-1][0] - pts[0][0] < 0.8 * window:
             return None
-        (t0, _, c0), (t1, _, c1) = pts[0], pts[-1]
+        start = max(now - window, pts[0][0])
+        last_t, _, c1 = pts[-1]
+        if last_t <= start:
+            return None
+        # The counter where the window starts: the last point at or before it (counters are
+        # constant within a run; across one slow interval at most this counts a little early).
+        c0 = next((c for t, _, c in reversed(pts) if t <= start), pts[0][2])
         if c0 is not None and c1 is not None and c1 >= c0:
-            return min(1.0, (c1 - c0) / (t1 - t0))
-        on = sum(b[0] - a[0] for a, b in itertools.pairwise(pts) if a[1])
-        return on / (t1 - t0)
+            return min(1.0, (c1 - c0) / (last_t - start))
+        on = sum(min(b[0], last_t) - max(a[0], start)
+                 for a, b in itertools.pairwise(pts) if a[1] and b[0] > start)
+        return on / (last_t - start)
 
 
 @dataclass
@@ -48,10 +64,12 @@ class CounterWindow:
     def add(self, t: float, value: float) -> None:
         if self.points and value < self.points[-1][1]:
             self.points.clear()  # reset: history before it says nothing about now
-        if not self.points or value != self.points[-1][1] or len(self.points) == 1:
-            self.points.append((t, value))
+        if len(self.points) >= 2 and self.points[-2][1] == self.points[-1][1] == value:
+            # Unchanged since the point before: move the latest point, keep the list short.
+            # The first point of a new value stays where it is: it says when the increase was.
+            self.points[-1] = (t, value)
         else:
-            self.points[-1] = (t, value)  # unchanged: move the latest point, keep the list short
+            self.points.append((t, value))
         while len(self.points) > 2 and self.points[1][0] <= t - self.keep:
             self.points.popleft()
 
