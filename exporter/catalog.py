@@ -92,7 +92,8 @@ def _f(name: str, kind: Kind, labels: str, tier: Tier, collector: str, source: s
 FAMILIES: tuple[Family, ...] = (
     # Identity and state
     _f("gpu_info", G, "vendor model pci_bus_id serial driver_version vbios_version cuda_version "
-       "rocm_version", IDENT, "identity", "nvmlDeviceGetName/Serial/PciInfo/VbiosVersion, "
+       "rocm_version compute_partition memory_partition", IDENT, "identity",
+       "nvmlDeviceGetName/Serial/PciInfo/VbiosVersion, "
        "nvmlSystemGetDriverVersion, nvmlSystemGetCudaDriverVersion",
        "Descriptive attributes of a GPU; value is always 1."),
     _f("gpu_up", G, "", DERIVED, "exporter", "last cycle of this GPU succeeded",
@@ -125,6 +126,9 @@ FAMILIES: tuple[Family, ...] = (
        "Fraction of cycles a floating-point pipe was active."),
     _f("gpu_pcie_throughput_bytes_per_second", G, "direction", FAST, "profiling",
        "GPM PCIE_TX/RX_PER_SEC", "PCIe traffic of the GPU."),
+    _f("gpu_xgmi_data_bytes_total", C, "link direction", SLOW, "xgmi",
+       "amdsmi gpu_metrics xgmi_read_data_acc / xgmi_write_data_acc",
+       "Data moved over an XGMI link (AMD), since the driver loaded."),
     _f("gpu_nvlink_throughput_bytes_per_second", G, "direction", FAST, "profiling",
        "GPM NVLINK_TOTAL_TX/RX_PER_SEC", "NVLink traffic of the GPU, all links."),
     # Memory
@@ -290,6 +294,19 @@ CONTRACT_ADDITIONS: dict[str, str] = {
     "gpu_exporter_released": (
         "the NVML issue asks the exporter to report a release for repairs in its metrics; "
         "alert rules inhibit a released node's GPU alerts with it"
+    ),
+    "gpu_xgmi_data_bytes_total": (
+        "the AMD issue asks for XGMI link traffic; the contract has no family for it, and "
+        "NVLink's throughput gauge is a rate of a different source (GPM), not a byte counter"
+    ),
+}
+
+# Labels the catalog adds to a family of the contract, and why.
+CONTRACT_LABEL_ADDITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "gpu_info": (
+        frozenset({"compute_partition", "memory_partition"}),
+        "the AMD issue asks for the compute and memory partition modes on gpu_info (MI300 "
+        "SPX/CPX, NPS1/NPS4); empty on NVIDIA GPUs",
     ),
 }
 

@@ -81,7 +81,8 @@ class FakeBackend:
             make("identity", Tier.IDENTITY, "identity", lambda d: [sample(
                 "gpu_info", 1, vendor="nvidia", model="Fake GPU",
                 pci_bus_id=f"0000:0{d.index}:00.0", serial="1", driver_version="1",
-                vbios_version="1", cuda_version="13.0", rocm_version="")]),
+                vbios_version="1", cuda_version="13.0", rocm_version="", compute_partition="",
+                memory_partition="")]),
             make("utilization", Tier.FAST, "utilization",
                  lambda d: [sample("gpu_utilization_ratio", self.util)]),
             make("memory", Tier.FAST, "memory",

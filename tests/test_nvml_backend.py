@@ -230,7 +230,8 @@ def test_h100_first_cycle_reports_what_the_gpu_answered(h100) -> None:
         "serial": _answer(data, "nvmlDeviceGetSerial", _dev("dev0")),
         "driver_version": data["meta"]["driver"],
         "vbios_version": _answer(data, "nvmlDeviceGetVbiosVersion", _dev("dev0")),
-        "cuda_version": f"{cuda // 1000}.{cuda % 1000 // 10}", "rocm_version": ""}
+        "cuda_version": f"{cuda // 1000}.{cuda % 1000 // 10}", "rocm_version": "",
+        "compute_partition": "", "memory_partition": ""}
     assert info["cuda_version"] == "13.0"  # nvidia-smi's form of 13000
     expected = _expected_h100(data)
     series = _series(gpu)

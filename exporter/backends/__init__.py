@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 # name -> "module:Class"; each class has `from_settings(settings) -> Backend`.
 BACKENDS: dict[str, str] = {
     "nvml": "exporter.backends.nvml:NvmlBackend",
+    "amdsmi": "exporter.backends.amdsmi:AmdSmiBackend",
     "sim": "exporter.backends.sim:SimBackend",
 }
 # What `auto` tries, in order: every vendor library that initializes serves (both may).

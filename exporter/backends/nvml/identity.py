@@ -40,6 +40,8 @@ def read_identity(gpu: NvmlGpu) -> Iterable[Sample]:
         vbios_version=_optional_text(gpu, "nvmlDeviceGetVbiosVersion"),
         cuda_version=gpu.cuda_version,
         rocm_version="",
+        compute_partition="",  # AMD's partition modes; MIG has families of its own
+        memory_partition="",
     )
 
 

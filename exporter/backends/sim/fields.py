@@ -139,7 +139,9 @@ class FieldTable:
         return [sample("gpu_info", 1, vendor=p.vendor, model=p.name, pci_bus_id=layout.pci_bus_id,
                        serial=layout.serial, driver_version=p.driver_version,
                        vbios_version=p.vbios_version, cuda_version=p.cuda_version,
-                       rocm_version=p.rocm_version)]
+                       rocm_version=p.rocm_version,
+                       compute_partition="SPX" if p.vendor == "amd" else "",
+                       memory_partition="NPS1" if p.vendor == "amd" else "")]
 
     def _max_clocks(self, gpu: SimGpu, t: float) -> list[Sample]:
         return [sample("gpu_clock_max_hertz", mhz * 1e6, clock=domain)
