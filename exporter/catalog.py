@@ -301,6 +301,42 @@ CONTRACT_ADDITIONS: dict[str, str] = {
     ),
 }
 
+# Where the amdsmi backend reads each family it provides (docs/metrics.md's AMD column; a test
+# checks it against what the backend emits over the fake library). Derived families (the
+# daemon's own, health, pods, cost) are the same for both vendors and are not listed.
+AMD_SOURCES: dict[str, str] = {
+    "gpu_info": "amdsmi_get_gpu_asic_info, _vbios_info, _compute_partition, _memory_partition",
+    "gpu_numa_node": "sysfs numa_node of the card",
+    "gpu_clock_max_hertz": "amdsmi_get_clock_info max_clk (GFX, MEM, VCLK0)",
+    "gpu_pcie_link_max_generation": "amdsmi_get_pcie_info pcie_static",
+    "gpu_pcie_link_max_width_lanes": "amdsmi_get_pcie_info pcie_static",
+    "gpu_utilization_ratio": "amdsmi_get_gpu_activity gfx_activity (partitions: xcp_stats)",
+    "gpu_memory_activity_ratio": "amdsmi_get_gpu_activity umc_activity",
+    "gpu_decoder_utilization_ratio": "amdsmi_get_gpu_activity mm_activity",
+    "gpu_processes": "amdsmi_get_gpu_process_list",
+    "gpu_memory_total_bytes": "amdsmi_get_gpu_memory_total(VRAM)",
+    "gpu_memory_used_bytes": "amdsmi_get_gpu_memory_usage(VRAM)",
+    "gpu_memory_free_bytes": "total - used",
+    "gpu_temperature_celsius": "amdsmi_get_gpu_metrics_info temperature_edge/hotspot/mem",
+    "gpu_temperature_threshold_celsius": "amdsmi_get_temp_metric HOTSPOT/VRAM CRITICAL, EMERGENCY",
+    "gpu_power_watts": "amdsmi_get_gpu_metrics_info current_socket_power / average_socket_power",
+    "gpu_power_limit_watts": "amdsmi_get_power_cap_info power_cap, default_power_cap (µW)",
+    "gpu_energy_joules_total": "amdsmi_get_energy_count accumulator × resolution",
+    "gpu_clock_hertz": "amdsmi_get_clock_info clk (GFX, MEM, VCLK0)",
+    "gpu_violation_seconds_total": "gpu_metrics ppt/socket_thm/prochot residency accumulators",
+    "gpu_pcie_link_generation": "amdsmi_get_pcie_info pcie_metric pcie_speed",
+    "gpu_pcie_link_width_lanes": "amdsmi_get_pcie_info pcie_metric pcie_width",
+    "gpu_pcie_replay_total": "amdsmi_get_pcie_info pcie_metric pcie_replay_count",
+    "gpu_xgmi_data_bytes_total": "gpu_metrics xgmi_read_data_acc / xgmi_write_data_acc (KB)",
+    "gpu_ecc_errors_total": "amdsmi_get_gpu_total_ecc_count, amdsmi_get_gpu_ecc_count(block)",
+    "gpu_ecc_mode_enabled": "amdsmi_get_gpu_ecc_enabled (UMC bit)",
+    "gpu_retired_pages_total": "amdsmi_get_gpu_bad_page_info",
+    "gpu_retired_pages_pending": "amdsmi_get_gpu_bad_page_info status PENDING",
+    "gpu_events_total": "AmdSmiEventReader (thermal throttle, pre/post reset, VM fault)",
+}
+
+AMD_ONLY = frozenset({"gpu_xgmi_data_bytes_total"})
+
 # Labels the catalog adds to a family of the contract, and why.
 CONTRACT_LABEL_ADDITIONS: dict[str, tuple[frozenset[str], str]] = {
     "gpu_info": (

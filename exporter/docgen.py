@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import sys
 
-from .catalog import CONTRACT_ADDITIONS, CONTRACT_RENAMES, FAMILIES, GPU_LABELS
+from .catalog import (
+    AMD_ONLY,
+    AMD_SOURCES,
+    CONTRACT_ADDITIONS,
+    CONTRACT_LABEL_ADDITIONS,
+    CONTRACT_RENAMES,
+    FAMILIES,
+    GPU_LABELS,
+    Tier,
+)
 
 HEADER = """# Metrics reference
 
@@ -23,6 +32,10 @@ Tiers: `fast` every `collection.fast_interval` (5 s), `slow` every `collection.s
 (30 s), `identity` at start and when a GPU comes back, `event` as events arrive, `probe` after a
 probe run, `derived` computed by the daemon.
 
+The NVIDIA and AMD columns say which vendor provides a family and from which library call; "-"
+means that vendor's GPUs do not have it. The AMD backend has run only against a fake of amdsmi
+built from the library's source and documentation, never on AMD hardware (docs/amd.md).
+
 """
 
 
@@ -32,21 +45,30 @@ def _cell(text: str) -> str:
 
 def render() -> str:
     lines = [HEADER.rstrip("\n"), ""]
-    lines.append("| family | type | unit | labels | tier | collector | source | help |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append("| family | type | unit | labels | tier | collector | NVIDIA (NVML) | AMD "
+                 "(amdsmi) | help |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for f in FAMILIES:
         labels = ", ".join(f.labels) if f.labels else ""
         if f.per_gpu:
             labels = ", ".join(GPU_LABELS) + (f"; {labels}" if labels else "")
+        if f.tier is Tier.DERIVED:
+            nvidia = amd = f"both: {f.source}"
+        else:
+            nvidia = "-" if f.name in AMD_ONLY else f.source
+            amd = AMD_SOURCES.get(f.name, "-")
         lines.append(
             f"| `{f.name}` | {f.kind.value} | {f.unit} | {labels} | {f.tier.value} | "
-            f"{f.collector} | {_cell(f.source)} | {_cell(f.help)} |"
+            f"{f.collector} | {_cell(nvidia)} | {_cell(amd)} | {_cell(f.help)} |"
         )
     lines += ["", "## Departures from the metric contract (METRICS.md v1)", ""]
     for old, (new, why) in CONTRACT_RENAMES.items():
         lines.append(f"- `{old}` is `{new}`: {why}.")
     for name, why in CONTRACT_ADDITIONS.items():
         lines.append(f"- `{name}` is new: {why}.")
+    for name, (labels, why) in CONTRACT_LABEL_ADDITIONS.items():
+        lines.append(f"- `{name}` has labels {', '.join(sorted(labels))} besides the "
+                     f"contract's: {why}.")
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,9 @@
 - none (43, 63, ...): nothing. Xid 63 (row remapping event) matters only through the remap
   state the telemetry reports.
 - Xid 79 and the kernel's "fallen off the bus" line are one reason, `fell_off_bus`.
+- AMD: a driver-initiated GPU reset (`gpu_pre_reset` event) warns for `app_xid_window`: the GPU
+  came back, but jobs on it died and the reset's cause (hang, RAS error) needs a look. VM faults
+  count like application Xids (without a process id: one process).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ def event_reasons(occurrences: Iterable[Occurrence], wall: float,
     occurrences = list(occurrences)
     held = [o for o in occurrences if o.when >= wall - h.xid_hold]
     # Its own window, not capped by the hold: application Xids are not held.
-    app = [o for o in occurrences if o.event == "xid" and o.action == "restart_app"
+    app = [o for o in occurrences
+           if ((o.event == "xid" and o.action == "restart_app") or o.event == "vm_fault")
            and o.when >= wall - h.app_xid_window]
     for o in held:
         if o.event == "fell_off_bus" or o.xid == FELL_OFF_BUS_XID:
@@ -48,6 +52,12 @@ def event_reasons(occurrences: Iterable[Occurrence], wall: float,
             severity = _held_severity(o)
             if severity is not None:
                 out.append(Reason(f"xid_{o.xid}", severity, _describe(o, held), o.when))
+    resets = [o for o in occurrences if o.event == "gpu_pre_reset"
+              and o.when >= wall - h.app_xid_window]
+    if resets:
+        out.append(Reason("gpu_reset", Status.WARN,
+                          f"the driver reset the GPU {len(resets)} time(s) within "
+                          f"{h.app_xid_window / 60:g} min", resets[-1].when))
     if reason := _recurring(app, h):
         out.append(reason)
     return out
@@ -79,8 +89,8 @@ def _recurring(app: list[Occurrence], h: HealthSettings) -> Reason | None:
     processes = {o.pid for o in app}  # None (no process named) is one "process" at most
     if len(processes) < h.app_xid_processes:
         return None
-    codes = Counter(o.xid for o in app)
-    listed = ", ".join(f"{x} x{n}" for x, n in sorted(codes.items(), key=lambda kv: kv[0] or 0))
+    codes = Counter(f"Xid {o.xid}" if o.xid is not None else "VM fault" for o in app)
+    listed = ", ".join(f"{x} x{n}" for x, n in sorted(codes.items()))
     return Reason("app_xid_recurring", Status.parse(h.app_xid_severity),
                   f"application Xids ({listed}) from {len(processes)} processes within "
                   f"{h.app_xid_window / 60:g} min: run the probes or field diagnostics",
