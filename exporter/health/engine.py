@@ -53,17 +53,20 @@ class HealthEngine:
         self._lock = threading.Lock()
         self._trackers: dict[str, GpuTracker] = {}
         self._judged: dict[str, list[Reason]] = {}  # uuid -> its own reasons, last judged
+        self._latest: tuple[int, dict[str, Latest]] = (-1, {})  # (cycle, uuid -> index)
         self.current: NodeVerdict | None = None  # None until the first collection
 
     def observe(self, view: SamplerView | None) -> None:
         if view is None:
             return
         now = self.clock()
+        latest = {g.uuid: Latest.of(g.samples) for g in view.gpus}
         with self._lock:
+            self._latest = (view.cycle, latest)  # evaluate() of this cycle reuses the index
             for gpu in view.gpus:
                 if gpu.up:
                     tracker = self._trackers.setdefault(gpu.uuid, GpuTracker(self.settings))
-                    tracker.observe(now, Latest.of(gpu.samples))
+                    tracker.observe(now, latest[gpu.uuid])
 
     def settle(self) -> None:
         """Repairs are done (resume after a release): windows start again from now."""
@@ -82,7 +85,9 @@ class HealthEngine:
         results: dict[str, list[ProbeResult]] = {}
         for r in self.probe_results():
             results.setdefault(r.uuid, []).append(r)
-        latest = {g.uuid: Latest.of(g.samples) for g in view.gpus}
+        cycle, latest = self._latest
+        if cycle != view.cycle or any(g.uuid not in latest for g in view.gpus):
+            latest = {g.uuid: Latest.of(g.samples) for g in view.gpus}
         peer_links = _links_up_by_model(view, latest)
         verdicts = []
         with self._lock:
