@@ -13,9 +13,11 @@ NOT_SUPPORTED = frozenset({
     2,   # NOT_SUPPORTED
     3,   # NOT_YET_IMPLEMENTED
     10,  # NO_PERM: needs root; nothing will change it while we run
-    31,  # NOT_FOUND: no such sensor / block on this device
     40,  # NO_DATA
 })
+# The handle no longer names a device (the library was re-initialized, the GPU reset or gone):
+# the GPU is down until the backend enumerates again.
+STALE = frozenset({31})  # NOT_FOUND
 # The library or the driver went away: mark the GPUs down and re-initialize (with backoff).
 LIBRARY = frozenset({
     18,  # INIT_ERROR
@@ -44,4 +46,6 @@ def translate(error: BaseException) -> Exception:
         return Unsupported(text)
     if code in LIBRARY:
         return LibraryFailure(text)
+    if code in STALE:
+        return DeviceLost(text)
     return error if isinstance(error, Exception) else RuntimeError(text)

@@ -33,7 +33,7 @@ class AmdEvents:
         for handle, uuid in gpus:
             try:
                 self.readers.append(self.smi.AmdSmiEventReader(handle, kinds))
-                self.uuids[handle.value] = uuid
+                self.uuids[_address(handle)] = uuid
             except self.smi.AmdSmiException as e:  # no /dev/kfd access, unsupported: no events
                 log.info("amdsmi events unavailable for a GPU",
                          extra={"uuid": uuid, "error": " ".join(str(e).split())})
@@ -51,7 +51,7 @@ class AmdEvents:
         for ev in raw:
             name = str(ev.get("event", ""))
             handle = ev.get("processor_handle")
-            uuid = self.uuids.get(getattr(handle, "value", None) or -1)
+            uuid = self.uuids.get(_address(handle))
             if uuid is None or name not in EVENTS:
                 continue
             out.append(BackendEvent(uuid, EVENTS[name], None, str(ev.get("message", "")),
@@ -65,3 +65,9 @@ class AmdEvents:
             except Exception as e:  # the library may already be gone; nothing else to free
                 log.debug("amdsmi event reader stop failed", extra={"error": str(e)})
         self.readers.clear()
+
+
+def _address(handle: Any) -> int | None:
+    """A handle as a dict key: 7.0 gives events a c_void_p, 6.4 the bare address."""
+    return handle.value if hasattr(handle, "value") else handle
+

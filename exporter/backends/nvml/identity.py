@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ...catalog import Tier
 from ..base import Sample, Unsupported, sample
+from ..sysfs import PCI_DEVICES, numa_node_of
 from .errors import is_not_supported
 from .gpu import FieldSpec, NvmlGpu
 
@@ -78,13 +79,8 @@ def read_numa_node(gpu: NvmlGpu) -> Iterable[Sample]:
     yield sample("gpu_numa_node", node)
 
 
-def _sysfs_numa_node(bus_id: str, root: Path = Path("/sys/bus/pci/devices")) -> int | None:
-    # NVML writes an 8-digit PCI domain (00000000:17:00.0); sysfs uses 4 (0000:17:00.0).
-    domain, _, rest = bus_id.lower().partition(":")
-    try:
-        return int((root / f"{domain[-4:]}:{rest}" / "numa_node").read_text())
-    except (OSError, ValueError):
-        return None
+def _sysfs_numa_node(bus_id: str, root: Path = PCI_DEVICES) -> int | None:
+    return numa_node_of(bus_id, root)
 
 
 def read_checklist(gpu: NvmlGpu) -> Iterable[Sample]:
