@@ -327,3 +327,40 @@ def test_numa_node_of_a_partition_is_its_card(tmp_path: Path) -> None:
     assert sysfs_address("00000000:C1:00.0") == "0000:c1:00.0"  # NVML's 8-digit domain
     assert numa_node_of("0000:c1:00.5", tmp_path) == 1
     assert numa_node_of("0000:c2:00.0", tmp_path) is None
+
+
+def test_auto_serves_both_vendors_on_one_node(monkeypatch) -> None:
+    """`auto` opens every vendor library that initializes: an H100 (recorded NVML) and two
+    MI300X (the amdsmi fake) on one node, one set of families, `vendor` telling them apart."""
+    from nvml_fake import FakeNvml
+
+    from exporter.backends import open_backends
+    from exporter.backends.nvml import NvmlBackend
+    from exporter.config import load_settings
+    from exporter.publisher import Publisher
+
+    nvml = FakeNvml.from_fixture(Path(__file__).parent / "fixtures" / "nvml" / "h100_580.json")
+    amd = FakeAmdSmi("mi300x", cards=2)
+    monkeypatch.setattr(NvmlBackend, "from_settings", classmethod(lambda cls, s: cls(nvml)))
+    monkeypatch.setattr(AmdSmiBackend, "from_settings", classmethod(lambda cls, s: cls(amd)))
+    opened = open_backends(load_settings(overrides={"collection": {"backend": "auto"}}))
+    assert [b.name for b, _ in opened.sources] == ["nvml", "amdsmi"] and opened.failed == {}
+    sampler = Sampler(opened.sources, fast_interval=5, slow_interval=30, call_deadline=2)
+    sampler.start(schedule=False)
+    try:
+        view = sampler.run_cycle()
+        exposition = Publisher().publish(view)
+        vendors = sorted(dict(s.labels)["vendor"] for g in view.gpus for s in g.samples
+                         if s.family == "gpu_info")
+        assert vendors == ["amd", "amd", "nvidia"]
+        assert len({g.uuid for g in view.gpus}) == 3 and all(g.up for g in view.gpus)
+        from exporter.exposition import negotiate
+
+        body = exposition.body(negotiate("text/plain"), False).decode()
+        power = [line for line in body.splitlines() if line.startswith("gpu_power_watts{")]
+        assert len(power) == 3  # one family, both vendors
+    finally:
+        sampler.stop()
+        for backend, _ in opened.sources:
+            backend.stop()
+    amd.assert_clean()
