@@ -2,9 +2,10 @@
 
 `FakeAmdSmi(profile, cards=, partition=, version=)` is a module object; pass it wherever the
 real `amdsmi` module would go (`AmdSmiBackend(amdsmi=fake)`). No AMD hardware was available,
-so nothing here was recorded: the fake follows /work/notes/amdsmi_api.md and the Python layer
-of the PyPI `amdsmi` sdists 6.4.3 and 7.0.2 (tests/fixtures/amdsmi/README.md cites, per value
-and shape, where each fact comes from and which are UNCONFIRMED). What it models:
+so nothing here was recorded: the fake follows tests/fixtures/amdsmi/LIBRARY-NOTES.md and
+the Python layer of the PyPI `amdsmi` sdists 6.4.3 and 7.0.2 (tests/fixtures/amdsmi/README.md
+cites, per value and shape, where each fact comes from and which are UNCONFIRMED). What it
+models:
 
 - The C library: each call first builds the raw C struct (ints with the C sentinels 0xFFFF,
   UINT32_MAX, UINT64_MAX, 0xFF for unsupported members) from a model of the box (profile,
