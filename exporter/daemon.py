@@ -48,6 +48,7 @@ def node_name() -> str:
     """The Kubernetes node (the chart passes NODE_NAME from the downward API), else the host."""
     return os.environ.get("NODE_NAME") or socket.gethostname()
 
+
 VENDOR_BACKENDS = ("nvml", "amdsmi")
 DISCOVERY_INTERVAL = 60.0  # how often `auto` looks again for a vendor library that was missing
 

@@ -163,7 +163,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def landing() -> HTMLResponse:
-        page = ctx.status_page() if ctx.status_page else _landing_page(ctx)
+        # Rendered off the event loop: it walks every GPU's samples and the probe report.
+        page = await run_in_threadpool(ctx.status_page) if ctx.status_page else \
+            _landing_page(ctx)
         # The page loads nothing: say so to the browser too, so nothing can be made to.
         return HTMLResponse(page, headers={
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
