@@ -7,6 +7,7 @@ so the command line can print it and exit 2.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from contextvars import ContextVar
@@ -176,6 +177,8 @@ class ProbeSettings(_Section):
     cache_dir: Path | None = Field(
         None, description="writable kernel cache of the probe child (default: a temp dir)"
     )
+    skip_allocated: bool = Field(
+        True, description="idle gate: never probe a GPU the kubelet allocated to a pod")
 
     @field_validator("thresholds_file")
     @classmethod
@@ -191,6 +194,36 @@ class ProbeSettings(_Section):
 
     def token(self) -> str | None:
         return read_token(self.token_file, "probes.token_file") if self.token_file else None
+
+
+class KubernetesSettings(_Section):
+    """Pod attribution through the kubelet's pod-resources API (docs/kubernetes.md)."""
+
+    enabled: Literal["auto"] | bool = Field(
+        "auto", description="auto: on when the kubelet's pod-resources socket exists")
+    pod_resources_socket: Path = Field(
+        Path("/var/lib/kubelet/pod-resources/kubelet.sock"),
+        description="the kubelet's pod-resources API socket")
+    refresh_interval: Duration = Field(10.0, gt=0, description="how often pods are listed")
+    call_timeout: Duration = Field(2.0, gt=0, description="deadline of one kubelet call")
+    keep_stale: Duration = Field(
+        60.0, ge=0, description="how long the last answer serves while the kubelet does not")
+    per_process: bool = Field(
+        False, description="attribute GPU memory per pod (needs the host PID namespace and "
+        "/var/log/pods, /var/log/containers)")
+    log_dir: Path = Field(Path("/var/log"), description="where the kubelet's log directories are")
+
+    def wanted(self) -> bool:
+        if self.enabled == "auto":
+            return self.pod_resources_socket.exists()
+        return bool(self.enabled)
+
+    @field_validator("enabled")
+    @classmethod
+    def _grpc_present(cls, v: Literal["auto"] | bool) -> Literal["auto"] | bool:
+        if v is True and importlib.util.find_spec("grpc") is None:
+            raise ValueError("needs grpcio: pip install 'gpu-fleet-exporter[kubernetes]'")
+        return v
 
 
 class HealthSettings(_Section):
@@ -261,6 +294,7 @@ class Settings(BaseSettings):
     probes: ProbeSettings = ProbeSettings()
     events: EventSettings = EventSettings()
     health: HealthSettings = HealthSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -94,6 +95,17 @@ class Daemon:
         self.recovery = Recovery(self.sampler, self.lifecycle_lock, clock)
         self.sampler.after_cycle += [self.recovery.after_cycle, self._discover,
                                      self._resume_when_due]
+        self.pods: Any = None  # kubelet.PodAttribution, when attribution is wanted
+        k = settings.kubernetes
+        if settings.collector_enabled("pods") and k.wanted():
+            from .kubelet import PodAttribution  # imports grpc: only on Kubernetes nodes
+
+            self.pods = PodAttribution(
+                socket_path=str(k.pod_resources_socket), timeout=k.call_timeout,
+                interval=k.refresh_interval, keep_stale=k.keep_stale,
+                on_change=self.publisher.refresh, per_process=k.per_process,
+                log_root=k.log_dir)
+            self.publisher.add(self.pods.rows)
         self.probes: ProbeService | None = None
         if settings.probes.enabled and settings.collector_enabled("probes"):
             self.probes = self._probe_service()
@@ -139,13 +151,21 @@ class Daemon:
         def sim_overrides(gpu: int, probe: str) -> dict[str, float]:
             return sims[0].probe_values(gpu, probe) if sims else {}  # type: ignore[attr-defined]
 
+        def allocations(view: SamplerView) -> dict[str, set[tuple[str, str, str]]] | None:
+            if self.pods is None:
+                return {}
+            return self.pods.allocated(view) if self.pods.allocation_known else None
+
         return ProbeService(self.settings.probes, runtime, sim_overrides,
                             on_change=self.publisher.refresh, clock=self.clock,
-                            xid_counts=lambda: self.events.xid_counts() if self.events else {})
+                            xid_counts=lambda: self.events.xid_counts() if self.events else {},
+                            allocations=allocations)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.publisher.publish(None)
+        if self.pods is not None:
+            self.pods.start()
         self.sampler.start()
         if self.probes is not None:
             self.probes.start()
@@ -156,6 +176,8 @@ class Daemon:
             "gpus": len(self.sampler.workers)})
 
     def stop(self) -> None:
+        if self.pods is not None:
+            self.pods.stop(timeout=1.0)
         if self.probes is not None:
             self.probes.stop()  # kills any probe child: nothing is left running
         if self.events is not None:

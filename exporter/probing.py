@@ -69,7 +69,11 @@ class ProbeService:
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         xid_counts: Callable[[], dict[str, dict[tuple[int, str], float]]] = dict,
+        allocations: Callable[[SamplerView], dict[str, set[tuple[str, str, str]]] | None] = (
+            lambda view: {}),
     ) -> None:
+        # uuid -> pods holding the GPU (None: attribution on but unknown), for the idle gate.
+        self.allocations = allocations
         self.xid_counts = xid_counts  # uuid -> (xid, action) -> count, for ecc_xid_scan
         self._samples: dict[str, tuple[Any, ...]] = {}
         self._baseline: dict[str, Health] = {}
@@ -78,7 +82,7 @@ class ProbeService:
         self.runner = Runner(self.thresholds, runtime=runtime, timeout=settings.timeout,
                              cache_dir=settings.cache_dir)
         self.gate = GateSettings(settings.max_utilization, settings.max_memory_used_bytes,
-                                 settings.quiet_period)
+                                 settings.quiet_period, settings.skip_allocated)
         self.sim_overrides = sim_overrides or (lambda gpu, probe: {})
         self.on_change, self.clock = on_change, clock
         self._lock = threading.Lock()
@@ -98,6 +102,7 @@ class ProbeService:
         if view is None:
             return
         now = self.clock()
+        holders = self.allocations(view)
         with self._lock:
             for gpu in view.gpus:
                 facts, numa = gpu_facts(gpu)
@@ -112,6 +117,8 @@ class ProbeService:
                 act.processes = int(values["gpu_processes"]) if "gpu_processes" in values \
                     else None
                 act.memory_used_bytes = values.get("gpu_memory_used_bytes")
+                act.pods_unknown = holders is None
+                act.pods = tuple(sorted("/".join(t) for t in (holders or {}).get(gpu.uuid, ())))
                 util = values.get("gpu_utilization_ratio") if gpu.up else 1.0
                 act.record(now, util, self.gate.quiet_seconds)
 

@@ -18,6 +18,7 @@ class GateSettings:
     max_utilization: float = 0.05
     max_memory_used_bytes: float = 2 * GIB
     quiet_seconds: float = 120.0
+    skip_allocated: bool = True  # a pod holding the GPU may start work at any moment
 
 
 @dataclass
@@ -27,6 +28,10 @@ class Activity:
     processes: int | None = None
     memory_used_bytes: float | None = None
     utilization: deque[tuple[float, float]] = field(default_factory=deque)  # (monotonic, ratio)
+    # Pods the kubelet allocated this GPU to ("ns/pod/container"); without the host PID
+    # namespace a pod's processes are invisible, so this is the gate's surest signal there.
+    pods: tuple[str, ...] = ()
+    pods_unknown: bool = False  # attribution is on but the kubelet does not answer
 
     def record(self, now: float, utilization: float | None, keep_seconds: float) -> None:
         if utilization is not None:
@@ -39,6 +44,11 @@ def busy_reason(activity: Activity | None, settings: GateSettings, now: float) -
     """None when the GPU is idle; otherwise why a probe must not run now."""
     if activity is None:
         return "no telemetry for this GPU yet"
+    if settings.skip_allocated and activity.pods_unknown:
+        return "pod allocation unknown (the kubelet's pod-resources API is not answering)"
+    if settings.skip_allocated and activity.pods:
+        more = f" and {len(activity.pods) - 1} more" if len(activity.pods) > 1 else ""
+        return f"allocated to pod {activity.pods[0]}{more}"
     if activity.processes:
         return f"{activity.processes} compute process(es) on the GPU"
     if activity.memory_used_bytes is not None and \

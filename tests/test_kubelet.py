@@ -540,3 +540,45 @@ def test_refresh_now_is_safe_from_many_threads(kubelet: Kubelet,
         t.join(10)
     wait_for(lambda: len(results) == 4, what="refreshes")
     assert all(results) and kubelet.calls == 4
+
+
+# --- wired into the daemon ----------------------------------------------------------------------
+def test_daemon_attributes_pods_and_the_idle_gate_skips_allocated_gpus(kubelet: Kubelet) -> None:
+    from exporter.backends import OpenedBackends
+    from exporter.backends.sim import SimBackend
+    from exporter.config import load_settings
+    from exporter.daemon import Daemon
+    from exporter.exposition import negotiate
+
+    backend = SimBackend(gpus=8, seed=1)
+    backend.start()
+    devices = list(backend.devices())
+    settings = load_settings(overrides={
+        "kubernetes": {"pod_resources_socket": kubelet.socket},  # enabled: auto, socket there
+        "probes": {"runtime": "sim", "quiet_period": 0.0, "max_utilization": 1.0,
+                   "max_memory_used_bytes": 1e15}})
+    daemon = Daemon(settings, OpenedBackends(sources=[(backend, devices)]))
+    assert daemon.pods is not None
+    daemon.sampler.start(schedule=False)
+    try:
+        view = daemon.sampler.run_cycle()
+        # GPUs the simulated node itself gives to no pod: the kubelet allocates the first.
+        free = [g for g in view.gpus if g.up and g.samples
+                and not any(s.family == "gpu_pod_info" for s in g.samples)]
+        assert free, "the simulated node has an unallocated GPU"
+        taken = free[0]
+        daemon.pods.refresh_now()
+        daemon.probes.observe(daemon.sampler.run_cycle())
+        assert [r.gpu for r in daemon.probes.run("gemm", [taken.index])] == [taken.index]
+        kubelet.pods = [("serving", "vllm-0", {"engine": [("nvidia.com/gpu", [taken.uuid])]})]
+        daemon.pods.refresh_now()
+        daemon.probes.observe(daemon.sampler.run_cycle())
+        body = daemon.publisher.current.body(negotiate("text/plain"), False).decode()
+        assert "gpu_exporter_kubelet_up 1.0" in body
+        assert 'namespace="serving",pod="vllm-0"' in body
+        assert daemon.probes.run("gemm", [taken.index]) == [], daemon.probes.last_skip
+        assert daemon.probes.last_skip[(taken.uuid, "gemm")] == \
+            "allocated to pod serving/vllm-0/engine"
+    finally:
+        daemon.sampler.stop()
+        daemon.pods.stop(timeout=1.0)
