@@ -37,7 +37,8 @@ from .logs import WarnOnce
 from .probing import ProbeService
 from .publisher import Publisher
 from .recovery import Recovery
-from .sampler import Sampler, SamplerView
+from .sampler import PASS_DEADLINE_CALLS, Sampler, SamplerView
+from .sdnotify import Supervision
 from .selfmetrics import BackendStatus, exporter_rows, price_rows
 from .server import QuietServer, Readiness, ServerContext, create_app
 from .statuspage import StatusPageData, render_status_page
@@ -112,6 +113,7 @@ class Daemon:
             self.publisher.add(self.probes.rows)
             self.sampler.after_cycle.append(lambda: self.probes.observe(self.sampler.view))
         self.probe_token = settings.probes.token()
+        self.systemd = Supervision.disabled()  # sd_notify readiness and watchdog under systemd
         self.events: EventWatcher | None = None
         if settings.collector_enabled("events"):
             e = settings.events
@@ -352,6 +354,7 @@ class Daemon:
             try:
                 yield
             finally:
+                self.systemd.stopping()
                 self.stop()
 
         app = create_app(ServerContext(
@@ -378,5 +381,10 @@ class Daemon:
             self.app(), host=host, port=port, log_config=None, access_log=False,
             server_header=False, timeout_graceful_shutdown=5,
         )
+        c = self.settings.collection
+        self.systemd = Supervision.from_environ(
+            max_cycle_gap=c.fast_interval + PASS_DEADLINE_CALLS * c.call_deadline)
+        # Last hook: a wedge in any earlier one stops the watchdog pings too.
+        self.sampler.after_cycle.append(self.systemd.cycle_hook(self.sampler, self.summary))
         self.install_signal_handlers()
-        QuietServer(config).run()
+        QuietServer(config, serving_tick=self.systemd.serving_tick).run()

@@ -166,10 +166,11 @@ class WatchdogFeeder:
 
     Two inputs, each stamped with the clock: `serving_tick()` (the HTTP serving loop, every
     0.5 s) and `cycle_done(healthy)` (the coordinator, after every cycle). `maybe_feed()`
-    sends WATCHDOG=1 when both were seen within `window` (default: the watchdog interval) and
-    the last ping is at least `interval / 2` old, the rate sd_watchdog_enabled(3) recommends.
-    Both inputs call `maybe_feed()` themselves, so a stall of either one is noticed by the
-    other. Worst case from a stall to systemd's kill: window + interval (2 x WatchdogSec).
+    sends WATCHDOG=1 when the last tick is within the watchdog interval, the last healthy cycle
+    within `cycle_window` (default: the interval too), and the last ping is at least
+    `interval / 2` old, the rate sd_watchdog_enabled(3) recommends. Both inputs call
+    `maybe_feed()` themselves, so a stall of either one is noticed by the other. Worst case
+    from a stall to systemd's kill: cycle_window + interval (2 x WatchdogSec by default).
 
     `healthy` means "the coordinator completed a cycle", which it does with a GPU down or stuck
     (the stuck call is abandoned at its deadline). It is False only when no cycle completed:
@@ -182,11 +183,12 @@ class WatchdogFeeder:
         notifier: Notifier,
         interval: float | None,
         clock: Callable[[], float] = time.monotonic,
-        window: float | None = None,
+        cycle_window: float | None = None,
     ) -> None:
         self.notifier = notifier
+        self.held = False  # Supervision holds the pings until READY=1 has gone out
         self.interval = interval if notifier.enabled else None
-        self.window = window if window is not None else interval
+        self.cycle_window = cycle_window if cycle_window is not None else interval
         self.clock = clock
         self.served_at: float | None = None
         self.cycled_at: float | None = None  # the last healthy cycle
@@ -202,13 +204,26 @@ class WatchdogFeeder:
         environ: Mapping[str, str] | None = None,
         pid: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_cycle_gap: float | None = None,
     ) -> WatchdogFeeder:
+        """`max_cycle_gap`: the longest a healthy coordinator may take between two completed
+        cycles (fast_interval + the pass deadline). The cycle input stays fresh for at least
+        twice that, so a WatchdogSec= set too short for the configured intervals costs
+        detection time (logged once) instead of killing a healthy daemon every few minutes."""
         env = os.environ if environ is None else environ
-        return cls(notifier, watchdog_interval(env, os.getpid() if pid is None else pid), clock)
+        interval = watchdog_interval(env, os.getpid() if pid is None else pid)
+        cycle_window = interval
+        if interval is not None and max_cycle_gap is not None and interval < 2 * max_cycle_gap:
+            cycle_window = 2 * max_cycle_gap
+            log.warning("WatchdogSec is short for the collection intervals; waiting longer for "
+                        "a completed cycle", extra={
+                            "watchdog_seconds": interval, "max_cycle_gap_seconds": max_cycle_gap,
+                            "fix": f"WatchdogSec={int(2 * max_cycle_gap) + 1}s or more"})
+        return cls(notifier, interval, clock, cycle_window)
 
     @property
     def enabled(self) -> bool:
-        return self.interval is not None and not self.stopped
+        return self.interval is not None and not self.stopped and not self.held
 
     def serving_tick(self) -> None:
         self.served_at = self.clock()
@@ -220,10 +235,12 @@ class WatchdogFeeder:
         self.maybe_feed()
 
     def fresh(self, now: float) -> bool:
-        """Both inputs were seen within the window."""
-        window = self.window if self.window is not None else float("inf")
-        return (self.served_at is not None and now - self.served_at <= window
-                and self.cycled_at is not None and now - self.cycled_at <= window)
+        """Both inputs were seen recently enough."""
+        inf = float("inf")
+        serving = self.interval if self.interval is not None else inf
+        cycle = self.cycle_window if self.cycle_window is not None else inf
+        return (self.served_at is not None and now - self.served_at <= serving
+                and self.cycled_at is not None and now - self.cycled_at <= cycle)
 
     def maybe_feed(self) -> bool:
         """Send WATCHDOG=1 if both inputs are fresh and a ping is due; True when sent."""
@@ -265,7 +282,7 @@ class Supervision:
     """The daemon's one object for systemd: readiness once, status, watchdog, stopping.
 
     Wiring (exporter/daemon.py and server.py):
-        self.systemd = Supervision.from_environ()                       # in serve()
+        self.systemd = Supervision.from_environ(max_cycle_gap=...)      # in serve()
         self.sampler.after_cycle.append(self.systemd.cycle_hook(self.sampler, self.summary))
         QuietServer(config, on_tick=self.systemd.serving_tick).run()    # each 0.5 s tick
         self.systemd.stopping()                                         # lifespan shutdown
@@ -274,6 +291,7 @@ class Supervision:
 
     def __init__(self, notifier: Notifier, feeder: WatchdogFeeder) -> None:
         self.notifier, self.feeder = notifier, feeder
+        feeder.held = True  # READY=1 first: a ping before it would read as a started service
         self.ready = False
         self._status: str | None = None
         self._lock = threading.Lock()
@@ -284,13 +302,16 @@ class Supervision:
         environ: MutableMapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         unset: bool = True,
+        max_cycle_gap: float | None = None,
     ) -> Supervision:
         """Read `$NOTIFY_SOCKET` and the watchdog variables, then (by default) remove them
         from the environment, like sd_notify's `unset_environment`: the probe child and any
-        other process we start must not talk to systemd in our name."""
+        other process we start must not talk to systemd in our name. `max_cycle_gap`: see
+        WatchdogFeeder.from_environ (fast_interval + PASS_DEADLINE_CALLS x call_deadline)."""
         env = os.environ if environ is None else environ
         notifier = Notifier.from_environ(env)
-        feeder = WatchdogFeeder.from_environ(notifier, env, clock=clock)
+        feeder = WatchdogFeeder.from_environ(notifier, env, clock=clock,
+                                             max_cycle_gap=max_cycle_gap)
         if unset:
             for key in SYSTEMD_ENV:
                 env.pop(key, None)
@@ -327,6 +348,8 @@ class Supervision:
                 return
             self.ready = True
         self.notifier.ready(self._status)
+        self.feeder.held = False
+        self.feeder.maybe_feed()
 
     def status(self, text: str) -> None:
         self._status = text

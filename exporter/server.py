@@ -188,8 +188,16 @@ class QuietServer(uvicorn.Server):
 
     TICK = 0.5
 
+    def __init__(self, config: uvicorn.Config,
+                 serving_tick: Callable[[], None] = lambda: None) -> None:
+        super().__init__(config)
+        # Called every tick: the systemd watchdog's proof that the event loop runs (not named
+        # on_tick: uvicorn has a method of that name).
+        self.on_serving_tick = serving_tick
+
     async def main_loop(self) -> None:
         while not await self.on_tick(0):
+            self.on_serving_tick()
             await asyncio.sleep(self.TICK)
 
 

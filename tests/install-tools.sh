@@ -8,6 +8,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v amtool >/dev/null || need+=(prometheus-alertmanager)  # amtool and Alertmanager: tests/test_rules.py
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 command -v chromium >/dev/null || need+=(chromium)  # the status page's browser test
+command -v systemd-analyze >/dev/null || need+=(systemd)  # verify / security of the unit
 command -v npm >/dev/null || need+=(npm)  # the dashboards' type check against @grafana/schema
 
 if ((${#need[@]})); then
