@@ -40,7 +40,13 @@ FAULTS = """faults:
   - {kind: pcie_replays, gpu: 3, count: 3000, at: 6s}
   - {kind: pcie_replays, gpu: 3, count: 3000, at: 9s}
   - {kind: pcie_replays, gpu: 3, count: 3000, at: 12s}
+  - {kind: recovery_action, gpu: 4, action: 1, at: 1s}
+  - {kind: nvlink_down, gpu: 4, link: 2, at: 3s}
+  - {kind: ecc_uncorrectable, gpu: 5, count: 2, at: 15s}
+  - {kind: sram_threshold, gpu: 5, at: 1s}
+  - {kind: row_remap_pending, gpu: 5, at: 1s}
 """
+# The ECC fault comes after Prometheus' first scrape: increase() needs a sample before it.
 # alert -> (GPU it must name, severity); the receiver is the one the example routes it to.
 EXPECTED = {
     "GpuXidCritical": ("0", "page"),
@@ -48,13 +54,18 @@ EXPECTED = {
     "GpuFellOffBus": ("2", "page"),
     "GpuHwThrottling": ("3", "ticket"),
     "GpuPcieReplayRateHigh": ("3", "ticket"),
+    "GpuRecoveryActionRequested": ("4", "page"),
+    "GpuNvlinkDown": ("4", "ticket"),
+    "GpuEccUncorrectableErrors": ("5", "ticket"),
+    "GpuSramEccThresholdExceeded": ("5", "ticket"),
+    "GpuRowRemapPending": ("5", "ticket"),
     # The serving pod (the vLLM stub): slow first tokens, a full KV cache, preemptions.
     "VllmTtftP99AboveSlo": (None, "page"),
     "VllmKvCacheNearFull": (None, "ticket"),
     "VllmPreemptionsRising": (None, "ticket"),
 }
 HEALTHY = """faults:
-  - {kind: busy, gpu: [0, 1, 2, 3], at: 0s}
+  - {kind: busy, gpu: [0, 1, 2, 3, 4, 5], at: 0s}
 """
 
 
@@ -69,8 +80,8 @@ def _stack(tmp_path: Path, scenario: str, seconds_to_watch: float, expect: dict 
     try:
         am = Alertmanager(alertmanager, tmp_path, alertmanager_config(
             REPO / "alerts" / "alertmanager.example.yml", receiver.url))
-        with sim_daemon(tmp_path, scenario, {"health": HEALTH, "probes": {"enabled": False}}) \
-                as exporter:
+        with sim_daemon(tmp_path, scenario, {"health": HEALTH, "probes": {"enabled": False}},
+                        gpus=6) as exporter:
             prom = Prometheus(prometheus, tmp_path, {
                 "gpu-fleet-exporter": (exporter, TARGET),
                 "vllm": (stub.url, {**TARGET, "namespace": "serving", "pod": "vllm-0"}),
@@ -82,9 +93,13 @@ def _stack(tmp_path: Path, scenario: str, seconds_to_watch: float, expect: dict 
                 wait_for(lambda: time.monotonic() > deadline or receiver.alerts(),
                          timeout=seconds_to_watch + 5, what="the watch window")
                 return receiver.alerts(), prom
-            wait_for(lambda: set(expect) <= {name for _, name, _ in receiver.alerts()},
-                     timeout=seconds_to_watch, what=f"alerts {sorted(expect)} at the receiver; "
-                     f"got {sorted({n for _, n, _ in receiver.alerts()})}")
+            try:
+                wait_for(lambda: set(expect) <= {name for _, name, _ in receiver.alerts()},
+                         timeout=seconds_to_watch, what=f"alerts {sorted(expect)}")
+            except AssertionError as e:
+                got = sorted({n for _, n, _ in receiver.alerts()})
+                raise AssertionError(f"{e}; missing {sorted(set(expect) - set(got))}, "
+                                     f"got {got}") from None
             return receiver.alerts(), prom
     finally:
         if prom is not None:
