@@ -187,7 +187,7 @@ def test_h100_produces_every_family_an_h100_has() -> None:
     backend, _ = sim()
     lacks = {"gpu_fan_speed_ratio", "gpu_retired_pages_total", "gpu_retired_pages_pending",
              "gpu_mig_info", "gpu_mig_memory_used_bytes", "gpu_mig_memory_total_bytes",
-             "gpu_xgmi_data_bytes_total"}  # AMD's, and not simulated
+             "gpu_xgmi_data_bytes_total"}  # AMD's
     assert families_of(backend) == backend_families() - lacks
 
 

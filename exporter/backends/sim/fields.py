@@ -120,6 +120,7 @@ class FieldTable:
             f("pcie_replay", self._pcie_replay, "gpu_pcie_replay_total"),
             f("nvlink_state", self._nvlink_state, "gpu_nvlink_up"),
             f("nvlink_errors", self._nvlink_errors, "gpu_nvlink_errors_total"),
+            f("xgmi", self._xgmi, "gpu_xgmi_data_bytes_total"),
             f("ecc", self._ecc, "gpu_ecc_errors_total"),
             f("sram_ecc", self._sram_ecc, "gpu_sram_ecc_threshold_exceeded"),
             f("row_remap", self._row_remap, "gpu_remapped_rows_total", "gpu_row_remap_pending",
@@ -261,6 +262,15 @@ class FieldTable:
         down = {f.link for f in self.scenario.active(gpu.index, "nvlink_down", t)}
         return [sample("gpu_nvlink_up", int(link not in down), link=link)
                 for link in range(self.profile.nvlink_links)]
+
+    def _xgmi(self, gpu: SimGpu, t: float) -> list[Sample]:
+        """Peer traffic grows with the work done, which the energy counter already integrates:
+        monotonic, deterministic, and busier GPUs move more (about 20 MB per joule)."""
+        energy = self._advance(gpu, t).energy_joules
+        return [sample("gpu_xgmi_data_bytes_total", round(energy * 2e7 * share * (1 + link / 50)),
+                       link=link, direction=direction)
+                for link in range(self.profile.xgmi_links)
+                for direction, share in (("read", 1.0), ("write", 0.8))]
 
     def _nvlink_errors(self, gpu: SimGpu, t: float) -> list[Sample]:
         counts = dict.fromkeys(

@@ -52,7 +52,8 @@ _NVIDIA = _COMMON | NVLINK | MIG | frozenset({
 
 # amdsmi on an MI300X: bad pages instead of row remapping, violation accumulators but no
 # NVML-style per-reason clock counters, no P-state number, no video encoder (VCN decodes only).
-_AMD = _COMMON | frozenset({"gpu_retired_pages_total", "gpu_retired_pages_pending"})
+_AMD = _COMMON | frozenset({"gpu_retired_pages_total", "gpu_retired_pages_pending",
+                            "gpu_xgmi_data_bytes_total"})
 
 NVIDIA_ECC_LOCATIONS = ("total", "dram", "sram")
 # amdsmi reports ECC per RAS block; umc is the memory controller (HBM).
@@ -93,6 +94,7 @@ class GpuProfile:
     row_remap_banks: int = 0
     mig_profile: str = ""  # the instance profile used when a GPU is put in MIG mode
     mig_instance_bytes: int = 0
+    xgmi_links: int = 0  # AMD Infinity Fabric links to the other GPUs of the hive
 
     def __post_init__(self) -> None:
         unknown = self.families - BY_NAME.keys()
@@ -164,6 +166,7 @@ MI300X = GpuProfile(
     thresholds_c={"slowdown": 100.0, "shutdown": 110.0, "max_operating": 100.0,
                   "memory_max": 95.0},
     pcie_max_generation=5, pcie_max_width=16, pcie_idle_generation=5, nvlink_links=0,
+    xgmi_links=7,  # a hive of eight: a link to each peer
     driver_version="6.12.12", vbios_version="113-M3000100-102", rocm_version="6.4.1",
     ecc_types=("corrected", "uncorrected", "deferred"), ecc_scopes=("volatile",),
     ecc_locations=AMD_RAS_BLOCKS,
