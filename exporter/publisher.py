@@ -25,7 +25,8 @@ def gpu_rows(gpu: GpuState) -> Iterable[Row]:
     ident = (("gpu", str(gpu.index)), ("uuid", gpu.uuid))
     yield Row("gpu_up", ident, 1.0 if gpu.up else 0.0)
     for s in gpu.samples:
-        yield Row(s.family, ident + s.labels, s.value)
+        if not s.family.startswith("_"):  # internal samples (e.g. per-process memory)
+            yield Row(s.family, ident + s.labels, s.value)
 
 
 class Publisher:

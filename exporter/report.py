@@ -29,7 +29,9 @@ def to_json(view: SamplerView) -> dict[str, Any]:
     for g in view.gpus:
         metrics: dict[str, list[dict[str, Any]]] = {}
         for s in g.samples:
-            metrics.setdefault(s.family, []).append({"labels": dict(s.labels), "value": s.value})
+            if not s.family.startswith("_"):  # internal samples are not metrics
+                metrics.setdefault(s.family, []).append({"labels": dict(s.labels),
+                                                         "value": s.value})
         gpus.append({"index": g.index, "uuid": g.uuid, "backend": g.backend, "up": g.up,
                      "down_reason": g.down_reason, "metrics": metrics})
     return {"gpus": gpus}

@@ -13,7 +13,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .backends.base import Backend, Device, DeviceLost, Field, Sample, Unsupported
+from .backends.base import (
+    PROCESS_MEMORY,
+    Backend,
+    Device,
+    DeviceLost,
+    Field,
+    Sample,
+    Unsupported,
+)
 from .catalog import Tier
 
 if TYPE_CHECKING:
@@ -34,6 +42,18 @@ class GpuState:
     up: bool
     down_reason: str | None
     samples: tuple[Sample, ...]
+
+    @property
+    def processes(self) -> tuple[GpuProcess, ...]:
+        """The compute processes the backend reported (host PIDs), for pod attribution."""
+        return tuple(GpuProcess(int(dict(s.labels)["pid"]), s.value if s.value >= 0 else None)
+                     for s in self.samples if s.family == PROCESS_MEMORY)
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    used_bytes: float | None  # None: the driver does not report per-process memory
 
 
 @dataclass

@@ -209,7 +209,8 @@ def test_na_and_sentinels_produce_no_series() -> None:
             assert (("sensor", "hotspot"),) not in _values(g, "gpu_temperature_celsius")
             assert (("limit", "default"),) not in _values(g, "gpu_power_limit_watts")
             assert all(s.value < 0xFFFF for s in g.samples
-                       if s.family not in ("gpu_energy_joules_total", "gpu_xgmi_data_bytes_total",
+                       if not s.family.startswith("_")  # per-process memory: bytes
+                       and s.family not in ("gpu_energy_joules_total", "gpu_xgmi_data_bytes_total",
                                            "gpu_memory_total_bytes", "gpu_memory_used_bytes",
                                            "gpu_memory_free_bytes", "gpu_clock_hertz",
                                            "gpu_clock_max_hertz"))
@@ -292,7 +293,8 @@ def test_the_catalog_amd_column_is_what_the_backend_emits() -> None:
     emitted: set[str] = set()
     for profile in ("mi300x", "mi250x", "mi210"):
         with node(FakeAmdSmi(profile, cards=1)) as (_, sampler):
-            emitted |= {s.family for g in sampler.run_cycle().gpus for s in g.samples}
+            emitted |= {s.family for g in sampler.run_cycle().gpus for s in g.samples
+                        if not s.family.startswith("_")}  # internal samples are not metrics
     assert emitted - set(AMD_SOURCES) == set(), "emitted without an AMD source in the catalog"
     # Events arrive through the reader; the NUMA node comes from sysfs (the fake's bus ids have
     # no sysfs entry here; test_numa_node_of_a_partition_is_its_card covers that path).

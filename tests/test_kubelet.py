@@ -582,3 +582,36 @@ def test_daemon_attributes_pods_and_the_idle_gate_skips_allocated_gpus(kubelet: 
     finally:
         daemon.sampler.stop()
         daemon.pods.stop(timeout=1.0)
+
+
+def test_pod_memory_from_the_backends_process_samples(tmp_path: Path) -> None:
+    """The NVML and amdsmi backends report each compute process as an internal sample
+    (PROCESS_MEMORY); GpuState.processes reads them and attribution sums them per pod."""
+    from exporter.backends.base import PROCESS_MEMORY
+
+    proc = fake_proc(tmp_path / "proc", {100: ("python", CGROUP_V2_SYSTEMD)})
+
+    class Fixed:
+        def list(self):
+            return (Allocation("research", "nb-0", "jupyter", "nvidia.com/gpu", UUID0),)
+
+        def allocatable(self):
+            return None
+
+        def close(self):
+            pass
+
+    g0 = gpu("nvml", 0, UUID0, "00000000:18:00.0", extra=(
+        sample(PROCESS_MEMORY, 2e9, pid=100), sample(PROCESS_MEMORY, -1, pid=101)))
+    assert [(p.pid, p.used_bytes) for p in g0.processes] == [(100, 2e9), (101, None)]
+    attr = PodAttribution(Fixed(), per_process=True, proc_root=proc,
+                          log_root=tmp_path / "no-logs")
+    assert attr.refresh_now()
+    rows = attr.rows(node(g0))
+    memory = {tuple(v for _, v in r.labels): r.value for r in rows
+              if r.family == "gpu_pod_memory_used_bytes"}
+    assert memory == {("0", UUID0, "research", "nb-0", "jupyter"): 2e9}
+    # Never rendered as a metric of its own.
+    from exporter.publisher import gpu_rows
+
+    assert not any(r.family.startswith("_") for r in gpu_rows(g0))

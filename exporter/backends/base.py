@@ -25,6 +25,12 @@ class Sample:
     labels: LabelPairs = ()
 
 
+# Samples a backend hands to the daemon that are not metrics: names starting with "_" are never
+# rendered. One compute process on the GPU: labels pid, value its memory in bytes (-1: the
+# driver does not report it). Pod attribution sums them per container.
+PROCESS_MEMORY = "_process_memory_bytes"
+
+
 def sample(family: str, value: float, **labels: object) -> Sample:
     return Sample(family, float(value), tuple((k, str(v)) for k, v in labels.items()))
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ...catalog import Tier
-from ..base import Sample, Unsupported, sample
+from ..base import PROCESS_MEMORY, Sample, Unsupported, sample
 from .gpu import AmdGpu, FieldSpec
 from .identity import CLOCKS
 from .values import first, number
@@ -89,7 +89,12 @@ def read_clocks(gpu: AmdGpu) -> Iterable[Sample]:
 
 
 def read_processes(gpu: AmdGpu) -> Iterable[Sample]:
-    yield sample("gpu_processes", len(gpu.call("amdsmi_get_gpu_process_list")))
+    processes = gpu.call("amdsmi_get_gpu_process_list")
+    yield sample("gpu_processes", len(processes))
+    for p in processes:
+        if isinstance(p, dict) and isinstance(p.get("pid"), int):
+            used = number(p.get("mem"))  # bytes of device memory the process holds
+            yield sample(PROCESS_MEMORY, -1 if used is None else used, pid=p["pid"])
 
 
 FIELDS = [

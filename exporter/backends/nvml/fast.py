@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ...catalog import Tier
-from ..base import Sample, Unsupported, sample
+from ..base import PROCESS_MEMORY, Sample, Unsupported, sample
 from .errors import is_not_supported
 from .fieldvalues import field_values
 from .gpu import FieldSpec, NvmlGpu
@@ -52,6 +52,10 @@ def read_processes(gpu: NvmlGpu) -> Iterable[Sample]:
     processes = gpu.compat(("nvmlDeviceGetComputeRunningProcesses",
                             "nvmlDeviceGetComputeRunningProcesses_v2"), gpu.handle)
     yield sample("gpu_processes", len(processes))
+    for p in processes:
+        # usedGpuMemory is None where the driver cannot tell (NVML_VALUE_NOT_AVAILABLE).
+        used = getattr(p, "usedGpuMemory", None)
+        yield sample(PROCESS_MEMORY, -1 if used is None else used, pid=p.pid)
 
 
 def read_memory(gpu: NvmlGpu) -> Iterable[Sample]:
