@@ -366,3 +366,27 @@ def test_auto_serves_both_vendors_on_one_node(monkeypatch) -> None:
         for backend, _ in opened.sources:
             backend.stop()
     amd.assert_clean()
+
+
+def test_stop_waits_for_an_event_read_in_flight() -> None:
+    """The library is never shut down under a read: stop() waits for the read to return."""
+    import threading
+
+    fake = FakeAmdSmi("mi300x", cards=1)
+    backend = AmdSmiBackend(amdsmi=fake)
+    backend.start()
+    backend.devices()
+    gate = fake.block("amdsmi_get_gpu_event_notification")
+    reader = threading.Thread(target=backend.poll_events, args=(0.5,))
+    reader.start()
+    wait_for(lambda: fake.entered("amdsmi_get_gpu_event_notification").is_set(),
+             what="a read in flight")
+    stopper = threading.Thread(target=backend.stop)
+    stopper.start()
+    stopper.join(0.3)
+    assert stopper.is_alive()  # still waiting: the read holds the library
+    gate.set()
+    reader.join(5)
+    stopper.join(5)
+    assert not stopper.is_alive() and fake.open_readers() == 0
+    fake.assert_clean()

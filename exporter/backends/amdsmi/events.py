@@ -8,6 +8,7 @@ with no event raises NO_DATA instead of returning an empty list.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,9 @@ class AmdEvents:
         self.smi, self.wallclock = smi, wallclock
         self.readers: list[Any] = []
         self.uuids: dict[int, str] = {}  # handle address -> uuid (c_void_p is unhashable)
+        # A read in flight holds this; close() takes it, so the library is never shut down
+        # under a read (the read returns within its timeout).
+        self._reading = threading.Lock()
 
     def open(self, gpus: list[tuple[Any, str]]) -> None:
         kinds = [getattr(self.smi.AmdSmiEvtNotificationType, k) for k in EVENTS
@@ -39,14 +43,15 @@ class AmdEvents:
                          extra={"uuid": uuid, "error": " ".join(str(e).split())})
 
     def poll(self, timeout: float) -> list[BackendEvent]:
-        if not self.readers:
-            return []
-        try:
-            raw = self.readers[0].read(max(1, int(timeout * 1000)))
-        except self.smi.AmdSmiLibraryException as e:
-            if code_of(e) == NO_DATA:
+        with self._reading:
+            if not self.readers:
                 return []
-            raise
+            try:
+                raw = self.readers[0].read(max(1, int(timeout * 1000)))
+            except self.smi.AmdSmiLibraryException as e:
+                if code_of(e) == NO_DATA:
+                    return []
+                raise
         out = []
         for ev in raw:
             name = str(ev.get("event", ""))
@@ -59,12 +64,13 @@ class AmdEvents:
         return out
 
     def close(self) -> None:
-        for reader in self.readers:
-            try:
-                reader.stop()
-            except Exception as e:  # the library may already be gone; nothing else to free
-                log.debug("amdsmi event reader stop failed", extra={"error": str(e)})
-        self.readers.clear()
+        with self._reading:  # waits for a read in flight to return
+            for reader in self.readers:
+                try:
+                    reader.stop()
+                except Exception as e:  # the library may already be gone; nothing to free
+                    log.debug("amdsmi event reader stop failed", extra={"error": str(e)})
+            self.readers.clear()
 
 
 def _address(handle: Any) -> int | None:
