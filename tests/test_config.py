@@ -93,6 +93,18 @@ def test_unknown_environment_variables_are_rejected(monkeypatch, key: str) -> No
         load_settings()
 
 
+def test_kubernetes_service_links_are_not_settings(monkeypatch) -> None:
+    """A Service named gpu-fleet-exporter in the pod's namespace makes Kubernetes inject
+    GPU_FLEET_EXPORTER_SERVICE_HOST and friends: they must not stop the daemon."""
+    for key in ("GPU_FLEET_EXPORTER_SERVICE_HOST", "GPU_FLEET_EXPORTER_SERVICE_PORT_METRICS",
+                "GPU_FLEET_EXPORTER_PORT", "GPU_FLEET_EXPORTER_PORT_9472_TCP_ADDR"):
+        monkeypatch.setenv(key, "10.0.0.1")
+    assert load_settings().web.listen_address == ":9472"
+    monkeypatch.setenv("GPU_FLEET_EXPORTER_PORTS", "1")  # not a service link: still an error
+    with pytest.raises(ConfigError, match="GPU_FLEET_EXPORTER_PORTS"):
+        load_settings()
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.yaml")
