@@ -18,7 +18,14 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .catalog import COLLECTORS
-from .config import ConfigError, Settings, effective_yaml, load_settings, setting_fields
+from .config import (
+    FLAG_NAMES,
+    ConfigError,
+    Settings,
+    effective_yaml,
+    load_settings,
+    setting_fields,
+)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 PROG = "gpu-fleet-exporter"
@@ -32,8 +39,9 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
             continue
         group = parser.add_argument_group(f"{section} settings")
         for path, field in setting_fields(info.annotation, (section,)):
+            flag = "--" + ".".join([path[0], *(p.replace("_", "-") for p in path[1:])])
             group.add_argument(
-                "--" + ".".join([path[0], *(p.replace("_", "-") for p in path[1:])]),
+                *(["--" + FLAG_NAMES[path], flag] if path in FLAG_NAMES else [flag]),
                 dest="set__" + "__".join(path),
                 metavar="VALUE",
                 help=f"{field.description or path[-1]} (default: {field.default})",
@@ -101,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     config_file = args.file if args.command == "check-config" else args.config_file
     try:
         settings = load_settings(config_file, _overrides(args))
+        if settings.web.config_file is not None and args.command in ("serve", "check-config"):
+            from .webconfig import load_web_config
+
+            load_web_config(settings.web.config_file)  # before any backend opens
         if args.command == "check-config":
             _check_scenario(settings)
             sys.stdout.write(effective_yaml(settings))

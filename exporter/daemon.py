@@ -373,18 +373,34 @@ class Daemon:
         app.router.lifespan_context = lifespan
         return app
 
-    def serve(self) -> None:
+    def server(self, host: str | None = None, port: int | None = None) -> QuietServer:
+        """The HTTP server, with the web config (TLS, basic auth, headers) applied; `serve`
+        runs it. A bad web config raises ConfigError (exit code 2)."""
         import uvicorn
 
-        host, port = parse_listen_address(self.settings.web.listen_address)
+        from .webconfig import apply_web_config, load_web_config
+
+        if host is None or port is None:
+            host, port = parse_listen_address(self.settings.web.listen_address)
+        path = self.settings.web.config_file
+        web = apply_web_config(load_web_config(path) if path else None, self.app())
         config = uvicorn.Config(
-            self.app(), host=host, port=port, log_config=None, access_log=False,
-            server_header=False, timeout_graceful_shutdown=5,
+            web.app, host=host, port=port, log_config=None, access_log=False,
+            server_header=False, timeout_graceful_shutdown=5, **web.config_kwargs,
         )
+
+        def tick() -> None:
+            self.systemd.serving_tick()
+            web.tick()  # certificate reload: on the loop, where handshakes start
+
+        return QuietServer(config, serving_tick=tick)
+
+    def serve(self) -> None:
+        server = self.server()
         c = self.settings.collection
         self.systemd = Supervision.from_environ(
             max_cycle_gap=c.fast_interval + PASS_DEADLINE_CALLS * c.call_deadline)
         # Last hook: a wedge in any earlier one stops the watchdog pings too.
         self.sampler.after_cycle.append(self.systemd.cycle_hook(self.sampler, self.summary))
         self.install_signal_handlers()
-        QuietServer(config, serving_tick=self.systemd.serving_tick).run()
+        server.run()

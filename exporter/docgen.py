@@ -19,6 +19,7 @@ from .catalog import (
     GPU_LABELS,
     Tier,
 )
+from .config import FLAG_NAMES
 
 HEADER = """# Metrics reference
 
@@ -122,7 +123,8 @@ def render_config() -> str:
                 flag = f"`--collector.{key}` / `--no-collector.{key}`"
                 meaning = f"collect the {key} families"
             else:
-                flag = "`--" + ".".join([section, *(p.replace("_", "-") for p in path[1:])]) + "`"
+                flag = "`--" + FLAG_NAMES.get(tuple(path), ".".join(
+                    [section, *(p.replace("_", "-") for p in path[1:])])) + "`"
                 meaning = field.description or ""
             default = field.default
             shown = "unset" if default is None else f"`{default}`"
