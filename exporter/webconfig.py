@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import bcrypt
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .config import ConfigError, read_yaml
@@ -433,6 +432,8 @@ class BasicAuth:
 
 
 def _verify_bcrypt(password: bytes, hashed: bytes) -> bool:
+    import bcrypt  # only where basic auth is configured: a daemon without it needs no bcrypt
+
     try:
         return bcrypt.checkpw(password, hashed)
     except ValueError:  # over 72 bytes, or a hash bcrypt refuses
