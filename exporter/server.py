@@ -11,7 +11,7 @@ import asyncio
 import html
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import uvicorn
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from . import __version__
-from .auth import require_bearer
+from .auth import FailureLimiter, require_bearer
 from .exposition import gzip_accepted, negotiate
 from .publisher import Publisher
 
@@ -47,6 +47,51 @@ class ServerContext:
     probe_token: str | None = None
     verdict: Callable[[], Any] | None = None  # -> health.verdict.NodeVerdict | None
     status_page: Callable[[], str] | None = None  # the HTML of "/"
+    # Failed token attempts per client address, shared by every token-protected endpoint.
+    token_limiter: FailureLimiter = field(default_factory=FailureLimiter)
+
+
+MAX_BODY = 64 * 1024  # the largest request body read (POST /probes/run takes a few bytes)
+MAX_HEADERS = 16 * 1024  # request line and headers; h11 enforces it only on slow deliveries
+MAX_TARGET = 8 * 1024  # path and query
+
+
+class RequestLimits:
+    """ASGI middleware: 431 for headers over MAX_HEADERS bytes, 414 for a target over
+    MAX_TARGET, before any route sees the request. uvicorn's h11 limit applies only while a
+    request is incomplete: one that arrives in a single read is parsed whatever its size."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            refused = None
+            if sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > MAX_HEADERS:
+                refused = 431, "request headers too large"
+            elif len(scope.get("raw_path") or b"") + len(scope["query_string"]) > MAX_TARGET:
+                refused = 414, "request target too long"
+            if refused:
+                response = JSONResponse({"detail": refused[1]}, status_code=refused[0],
+                                        headers={"Connection": "close"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The request body, or 413 as soon as it is known to exceed `limit`: from its
+    Content-Length before reading anything, else while reading (chunked)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise HTTPException(413, f"request body over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class ProbeRunRequest(BaseModel):
@@ -64,6 +109,11 @@ def create_app(ctx: ServerContext) -> FastAPI:
         redoc_url=None,
         redirect_slashes=False,  # /metrics/ is not /metrics: no redirects a scraper must follow
     )
+    app.add_middleware(RequestLimits)
+    from probes.registry import PROBES
+
+    run_schema = ProbeRunRequest.model_json_schema()
+    run_schema["properties"]["probe"]["enum"] = list(PROBES)  # documented; 404 otherwise
 
     @app.api_route(ctx.telemetry_path, methods=["GET", "HEAD"], include_in_schema=False)
     async def metrics(request: Request) -> Response:
@@ -96,7 +146,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
         )
 
     async def _admin(request: Request, action: Callable[[str], Any] | None) -> JSONResponse:
-        require_bearer(request, ctx.admin_token, "the admin API", "admin.token_file")
+        require_bearer(request, ctx.admin_token, "the admin API", "admin.token_file",
+                       ctx.token_limiter)
         assert action is not None
         who = f"POST {request.url.path} from {request.client.host if request.client else '?'}"
         log.info("admin request", extra={"request": who})  # audit trail
@@ -106,12 +157,12 @@ def create_app(ctx: ServerContext) -> FastAPI:
         return JSONResponse(body, status_code=409 if refused else 200)
 
     @app.post("/admin/release", summary="Release the vendor libraries for a GPU reset or a "
-              "driver upgrade", responses={401: {}, 403: {}, 409: {}})
+              "driver upgrade", responses={401: {}, 403: {}, 409: {}, 429: {}})
     async def admin_release(request: Request) -> JSONResponse:
         return await _admin(request, ctx.release)
 
     @app.post("/admin/resume", summary="Resume collecting after a release",
-              responses={401: {}, 403: {}})
+              responses={401: {}, 403: {}, 429: {}})
     async def admin_resume(request: Request) -> JSONResponse:
         return await _admin(request, ctx.resume)
 
@@ -133,15 +184,20 @@ def create_app(ctx: ServerContext) -> FastAPI:
         return ctx.probes.report()
 
     @app.post("/probes/run", summary="Run a probe now",
-              responses={401: {}, 403: {}, 404: {}, 409: {}})
+              responses={400: {}, 401: {}, 403: {}, 404: {}, 409: {}, 413: {}, 422: {},
+                         429: {}},
+              # The body is read by hand (after the token check); the schema still says it.
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": run_schema}}}})
     async def probes_run(request: Request) -> JSONResponse:
         # The token first: an unauthenticated caller learns nothing, not even validation.
-        require_bearer(request, ctx.probe_token, "triggering probes", "probes.token_file")
+        require_bearer(request, ctx.probe_token, "triggering probes", "probes.token_file",
+                       ctx.token_limiter)
         from probes.registry import PROBES
         from probes.runner import Busy
 
         try:
-            body = ProbeRunRequest.model_validate_json(await request.body())
+            body = ProbeRunRequest.model_validate_json(await read_body(request))
         except ValidationError as e:
             raise HTTPException(422, e.errors(include_url=False, include_input=False)) from None
         if ctx.probes is None:
