@@ -178,7 +178,7 @@ class VllmStub(_Server):
 # --- the daemon on the simulated node ---------------------------------------------------------
 @contextlib.contextmanager
 def sim_daemon(tmp: Path, scenario: str | None, overrides: dict[str, Any] | None = None,
-               gpus: int = 4) -> Iterator[str]:
+               gpus: int = 4, model: str = "h100-sxm", seed: int = 3) -> Iterator[str]:
     """The exporter on the simulated node, in-process under real uvicorn; yields its URL."""
     from exporter.backends import OpenedBackends
     from exporter.backends.sim import SimBackend, load_scenario
@@ -187,9 +187,10 @@ def sim_daemon(tmp: Path, scenario: str | None, overrides: dict[str, Any] | None
 
     loaded = None
     if scenario is not None:
+        tmp.mkdir(parents=True, exist_ok=True)
         (tmp / "scenario.yaml").write_text(scenario)
         loaded = load_scenario(tmp / "scenario.yaml")
-    backend = SimBackend(gpus=gpus, seed=3, scenario=loaded)
+    backend = SimBackend(gpus=gpus, model=model, seed=seed, scenario=loaded)
     backend.start()
     settings = load_settings(overrides={
         "web": {"listen_address": "127.0.0.1:0"},

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +28,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 from conftest import IN_CI, REPO, require_tool, wait_for
-from e2e_stack import Prometheus, VllmStub
+from e2e_stack import Prometheus, VllmStub, sim_daemon
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.catalog import BY_NAME, Kind
@@ -415,37 +413,13 @@ class VllmPod(VllmStub):
             f'llm_eval_score{{model_name="{self.model}",benchmark="mmlu"}} 0.812\n')
 
 
-@contextlib.contextmanager
-def _exporter(tmp: Path, model: str, seed: int, scenario: str) -> Iterator[str]:
+def _exporter(tmp: Path, model: str, seed: int, scenario: str):  # type: ignore[no-untyped-def]
     """The daemon on a simulated node under real uvicorn, probes run at start; yields its URL."""
-    from exporter.backends import OpenedBackends
-    from exporter.backends.sim import SimBackend, load_scenario
-    from exporter.config import load_settings
-    from exporter.daemon import Daemon
-
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "scenario.yaml").write_text(scenario)
-    backend = SimBackend(gpus=4, model=model, seed=seed,
-                         scenario=load_scenario(tmp / "scenario.yaml"))
-    backend.start()
-    settings = load_settings(overrides={
+    return sim_daemon(tmp, scenario, {
         "collection": {"fast_interval": 0.2, "slow_interval": 0.5, "call_deadline": 0.3},
         "cost": {"gpu_hourly_price_dollars": 3.1},
         "probes": {"run_at_start": True, "jitter": 0, "quiet_period": 0, "timeout": 20},
-    })
-    daemon = Daemon(settings, OpenedBackends(sources=[(backend, list(backend.devices()))]))
-    server = uvicorn.Server(uvicorn.Config(daemon.app(), host="127.0.0.1", port=0,
-                                           log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, what="the exporter to start")
-        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, what="exporter ready")
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    }, gpus=4, model=model, seed=seed)
 
 
 def _serving_pods(url: str) -> list[tuple[str, str]]:
