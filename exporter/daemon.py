@@ -258,12 +258,17 @@ class Daemon:
 
     def install_signal_handlers(self) -> None:
         """SIGUSR1 releases, SIGUSR2 resumes; the work runs on a thread, never in the handler
-        (a release waits for calls in flight, which must not block the event loop)."""
+        (a release waits for calls in flight, which must not block the event loop). SIGHUP
+        does not reload the configuration, and says so instead of killing the daemon (the
+        default action of SIGHUP): settings are read once, a restart applies new ones."""
         def spawn(action: Callable[[str], ReleaseResult], name: str) -> Callable[..., None]:
             return lambda *_: threading.Thread(target=action, args=(name,), daemon=True).start()
 
         signal.signal(signal.SIGUSR1, spawn(self.release, "SIGUSR1"))
         signal.signal(signal.SIGUSR2, spawn(self.resume, "SIGUSR2"))
+        signal.signal(signal.SIGHUP, lambda *_: log.warning(
+            "SIGHUP ignored: the configuration is not reloaded; restart the daemon to apply "
+            "changes (systemctl restart gpu-fleet-exporter, or roll the DaemonSet)"))
 
     # --- vendor libraries that appear later -----------------------------------------------------
     def _discover(self) -> None:

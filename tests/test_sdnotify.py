@@ -465,3 +465,46 @@ def test_the_daemon_under_systemd_says_ready_pings_the_watchdog_and_stopping(tmp
     finally:
         proc.kill()
         sock.close()
+
+
+def test_sighup_says_it_does_not_reload_and_the_daemon_keeps_serving(tmp_path) -> None:
+    """SIGHUP's default action would kill the daemon; it logs one clear line instead."""
+    import os as _os
+    import signal as _signal
+    import subprocess as _subprocess
+    import sys as _sys
+
+    import httpx
+    from conftest import REPO, wait_for
+
+    log = tmp_path / "daemon.log"
+    port_file = tmp_path / "port"
+    with log.open("wb") as out:
+        proc = _subprocess.Popen(
+            [_sys.executable, "-c",
+             "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1',0)); "
+             "open(sys.argv[1],'w').write(str(s.getsockname()[1])); s.close()",
+             str(port_file)], cwd=REPO)
+        proc.wait(30)
+        port = int(port_file.read_text())
+        env = {k: v for k, v in _os.environ.items() if k != "NOTIFY_SOCKET"}
+        proc = _subprocess.Popen(
+            [_sys.executable, "-m", "exporter", "serve", "--collection.backend=sim",
+             f"--web.listen-address=127.0.0.1:{port}", "--probes.enabled=false"],
+            cwd=REPO, env=env, stdout=out, stderr=_subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(url + "/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=30, what="the daemon to be ready")
+        proc.send_signal(_signal.SIGHUP)
+        wait_for(lambda: b"SIGHUP ignored" in log.read_bytes(), timeout=10, what="the log line")
+        assert proc.poll() is None and ready()
+    finally:
+        proc.terminate()
+        proc.wait(30)
