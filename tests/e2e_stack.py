@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 import yaml
 from conftest import wait_for
 
@@ -177,9 +176,10 @@ class VllmStub(_Server):
 
 # --- the daemon on the simulated node ---------------------------------------------------------
 @contextlib.contextmanager
-def sim_daemon(tmp: Path, scenario: str | None, overrides: dict[str, Any] | None = None,
-               gpus: int = 4, model: str = "h100-sxm", seed: int = 3) -> Iterator[str]:
-    """The exporter on the simulated node, in-process under real uvicorn; yields its URL."""
+def sim_node(tmp: Path, scenario: str | None, overrides: dict[str, Any] | None = None,
+             gpus: int = 4, model: str = "h100-sxm", seed: int = 3) -> Iterator[tuple[str, Any]]:
+    """The exporter on the simulated node, in-process under the daemon's own server (web config,
+    QuietServer); yields (URL, Daemon) once /readyz answers 200."""
     from exporter.backends import OpenedBackends
     from exporter.backends.sim import SimBackend, load_scenario
     from exporter.config import load_settings
@@ -193,22 +193,28 @@ def sim_daemon(tmp: Path, scenario: str | None, overrides: dict[str, Any] | None
     backend = SimBackend(gpus=gpus, model=model, seed=seed, scenario=loaded)
     backend.start()
     settings = load_settings(overrides={
-        "web": {"listen_address": "127.0.0.1:0"},
         "collection": {"fast_interval": 0.5, "slow_interval": 1.0},
         **(overrides or {})})
     daemon = Daemon(settings, OpenedBackends(sources=[(backend, list(backend.devices()))]))
-    server = uvicorn.Server(uvicorn.Config(daemon.app(), host="127.0.0.1", port=0,
-                                           log_config=None, access_log=False))
+    server = daemon.server(host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         wait_for(lambda: server.started, what="the exporter to start")
         url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, what="exporter ready")
-        yield url
+        yield url, daemon
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextlib.contextmanager
+def sim_daemon(tmp: Path, scenario: str | None, overrides: dict[str, Any] | None = None,
+               gpus: int = 4, model: str = "h100-sxm", seed: int = 3) -> Iterator[str]:
+    """`sim_node`, yielding only the URL."""
+    with sim_node(tmp, scenario, overrides, gpus, model, seed) as (url, _):
+        yield url
 
 
 # --- Prometheus and Alertmanager ------------------------------------------------------------

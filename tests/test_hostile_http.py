@@ -19,12 +19,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from conftest import wait_for
+from e2e_stack import sim_node
 from fastapi.testclient import TestClient
 
 from exporter.auth import FailureLimiter
-from exporter.backends import OpenedBackends
-from exporter.backends.sim import SimBackend
-from exporter.config import load_settings
 from exporter.daemon import Daemon, ReleaseResult
 from exporter.publisher import Publisher
 from exporter.server import MAX_BODY, Readiness, ServerContext, create_app
@@ -171,30 +169,20 @@ def node(tmp_path_factory) -> Iterator[Node]:
     tmp = tmp_path_factory.mktemp("hostile")
     (tmp / "probe-token").write_text(TOKEN)
     (tmp / "admin-token").write_text(ADMIN)
-    backend = SimBackend(gpus=2, seed=7)
-    backend.start()
-    settings = load_settings(overrides={
+    with sim_node(tmp, None, {  # the daemon's own server: QuietServer, web config, limits
         "collection": {"fast_interval": 0.05, "slow_interval": 0.2, "call_deadline": 0.3},
         "probes": {"runtime": "sim", "token_file": str(tmp / "probe-token"),
                    "quiet_period": 0.0, "max_utilization": 1.0, "max_memory_used_bytes": 1e15},
         "admin": {"token_file": str(tmp / "admin-token")},
         "events": {"kmsg": False, "state_dir": str(tmp / "events")},
-    })
-    daemon = Daemon(settings, OpenedBackends(sources=[(backend, list(backend.devices()))]))
-    server = daemon.server(host="127.0.0.1", port=0)  # the real one: QuietServer, web config
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, what="uvicorn to start")
-    n = Node(server.servers[0].sockets[0].getsockname()[1], daemon)
-    wait_for(lambda: httpx.get(n.url + "/readyz").status_code == 200, what="ready")
-    # Warm every thread pool the tests below use, then take the baselines.
-    for _ in range(3):
-        assert n.metrics_ok()
-    httpx.get(n.url + "/")
-    n.threads, n.rss = threading.active_count(), _rss_kib()
-    yield n
-    server.should_exit = True
-    thread.join(10)
+    }, gpus=2, seed=7) as (url, daemon):
+        n = Node(int(url.rsplit(":", 1)[1]), daemon)
+        # Warm every thread pool the tests below use, then take the baselines.
+        for _ in range(3):
+            assert n.metrics_ok()
+        httpx.get(n.url + "/")
+        n.threads, n.rss = threading.active_count(), _rss_kib()
+        yield n
 
 
 def _post(path: str, body: bytes, token: str | None = TOKEN, extra: bytes = b"") -> bytes:

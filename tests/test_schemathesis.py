@@ -8,7 +8,6 @@ Under CI=true a missing schemathesis is a failure, not a skip.
 from __future__ import annotations
 
 import importlib
-import threading
 import time
 from collections.abc import Iterator
 from types import ModuleType
@@ -16,11 +15,7 @@ from types import ModuleType
 import httpx
 import pytest
 from conftest import IN_CI, wait_for
-
-from exporter.backends import OpenedBackends
-from exporter.backends.sim import SimBackend
-from exporter.config import load_settings
-from exporter.daemon import Daemon
+from e2e_stack import sim_node
 
 TOKEN = "probe-token-0123456789abcdef"
 MAX_EXAMPLES = 15
@@ -42,26 +37,15 @@ def require_module(name: str) -> ModuleType:
 def url(tmp_path) -> Iterator[str]:
     (tmp_path / "probe-token").write_text(TOKEN)
     (tmp_path / "admin-token").write_text("admin-token-not-given-to-schemathesis")
-    backend = SimBackend(gpus=2, seed=7)
-    backend.start()
-    settings = load_settings(overrides={
+    with sim_node(tmp_path, None, {
         "collection": {"fast_interval": 0.05, "slow_interval": 0.2, "call_deadline": 0.3},
         "probes": {"runtime": "sim", "token_file": str(tmp_path / "probe-token"),
                    "quiet_period": 0.0, "max_utilization": 1.0, "max_memory_used_bytes": 1e15},
         "admin": {"token_file": str(tmp_path / "admin-token")},
         "events": {"kmsg": False, "state_dir": str(tmp_path / "events")},
-    })
-    daemon = Daemon(settings, OpenedBackends(sources=[(backend, list(backend.devices()))]))
-    server = daemon.server(host="127.0.0.1", port=0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, what="uvicorn to start")
-    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    wait_for(lambda: httpx.get(base + "/readyz").status_code == 200, what="ready")
-    wait_for(lambda: httpx.get(base + "/health").status_code == 200, what="a verdict")
-    yield base
-    server.should_exit = True
-    thread.join(10)
+    }, gpus=2, seed=7) as (base, _):
+        wait_for(lambda: httpx.get(base + "/health").status_code == 200, what="a verdict")
+        yield base
 
 
 @pytest.mark.integration
