@@ -299,26 +299,12 @@ def daemon_url(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """The daemon on the simulated node (4 GPUs, GPU 2 off the bus, GPU 1 with a pending
     remap) under real uvicorn: the page as an operator gets it, probes and events on."""
     import httpx
+    from e2e_stack import sim_node
 
-    from exporter.backends import OpenedBackends
-    from exporter.backends.sim import load_scenario
-    from exporter.config import load_settings
-    from exporter.daemon import Daemon
-
-    (tmp_path / "s.yaml").write_text(DAEMON_FAULTS)
-    backend = SimBackend(gpus=4, seed=5, scenario=load_scenario(tmp_path / "s.yaml"))
-    backend.start()
-    settings = load_settings(overrides={
-        "collection": {"fast_interval": 0.05, "slow_interval": 0.2, "call_deadline": 0.5},
-        "web": {"listen_address": "127.0.0.1:0"}})
-    daemon = Daemon(settings, OpenedBackends(sources=[(backend, list(backend.devices()))]))
-    server = uvicorn.Server(uvicorn.Config(daemon.app(), host="127.0.0.1", port=0,
-                                           log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, what="uvicorn to start")
-        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/"
+    with sim_node(tmp_path, DAEMON_FAULTS, {"collection": {
+            "fast_interval": 0.05, "slow_interval": 0.2, "call_deadline": 0.5}},
+            gpus=4, seed=5) as (base, daemon):
+        url = base + "/"
 
         def verdict() -> dict[int, str]:
             r = httpx.get(url + "health", timeout=5)
@@ -328,9 +314,6 @@ def daemon_url(tmp_path: Path) -> Iterator[tuple[str, Any]]:
         wait_for(lambda: verdict() == {0: "ok", 1: "warn", 2: "fail", 3: "ok"},
                  what="the fault scenario in the verdict")
         yield url, daemon
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_daemon_status_page_in_browser(browser: Browser, daemon_url: tuple[str, Any]) -> None:
