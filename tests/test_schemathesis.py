@@ -38,7 +38,10 @@ def url(tmp_path) -> Iterator[str]:
     (tmp_path / "probe-token").write_text(TOKEN)
     (tmp_path / "admin-token").write_text("admin-token-not-given-to-schemathesis")
     with sim_node(tmp_path, None, {
-        "collection": {"fast_interval": 0.05, "slow_interval": 0.2, "call_deadline": 0.3},
+        # Fast cycles, but a staleness limit a loaded CI machine cannot trip: /readyz must not
+        # flap to 503 under schemathesis's own load (its 503 is for a stalled collector).
+        "collection": {"fast_interval": 0.05, "slow_interval": 0.2, "call_deadline": 0.3,
+                       "max_staleness": 30.0},
         "probes": {"runtime": "sim", "token_file": str(tmp_path / "probe-token"),
                    "quiet_period": 0.0, "max_utilization": 1.0, "max_memory_used_bytes": 1e15},
         "admin": {"token_file": str(tmp_path / "admin-token")},
