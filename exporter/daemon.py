@@ -150,7 +150,7 @@ class Daemon:
         if runtime == "auto":
             runtime = "sim" if sims else "cuda"
 
-        def sim_overrides(gpu: int, probe: str) -> dict[str, float]:
+        def sim_overrides(gpu: int, probe: str) -> dict[str, float | str]:
             return sims[0].probe_values(gpu, probe) if sims else {}  # type: ignore[attr-defined]
 
         def allocations(view: SamplerView) -> dict[str, set[tuple[str, str, str]]] | None:
@@ -398,7 +398,11 @@ class Daemon:
             self.systemd.serving_tick()
             web.tick()  # certificate reload: on the loop, where handshakes start
 
-        return QuietServer(config, serving_tick=tick)
+        def before_shutdown() -> None:
+            if self.probes is not None:
+                self.probes.pause("the daemon is stopping")  # kills a probe child now
+
+        return QuietServer(config, serving_tick=tick, before_shutdown=before_shutdown)
 
     def serve(self) -> None:
         server = self.server()

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,7 +65,7 @@ class ProbeService:
         self,
         settings: ProbeSettings,
         runtime: str,
-        sim_overrides: Callable[[int, str], dict[str, float]] | None = None,
+        sim_overrides: Callable[[int, str], Mapping[str, float | str]] | None = None,
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         xid_counts: Callable[[], dict[str, dict[tuple[int, str], float]]] = dict,

@@ -57,26 +57,24 @@ class Recovery:
         with self.sampler.cond:
             if self.sampler.paused or not self.sampler.idle(source):
                 return  # never while a call is in flight; try again after the next cycle
-            # Its GPUs read as down while the library restarts: if the restart hangs, nothing
-            # stale is served as healthy.
-            for w in source.workers:
-                w._mark_down("vendor library re-initializing")
-        self.sampler.on_cycle(self.sampler._make_view_locked())
         backoff = self._backoff.get(key, self.initial)
         self._due[key] = self.clock() + backoff
         self._backoff[key] = min(backoff * 2, self.maximum)
         self.attempts += 1
         backend = source.backend
+        slow = _SlowRestart(self.sampler, source)
         try:
             backend.stop()
             backend.start()
             devices = list(backend.devices())
         except Exception as e:
             source.healthy = False
+            slow.failed()
             log.warning("backend re-initialization failed; retrying with backoff",
                         extra={"backend": backend.name, "error": f"{type(e).__name__}: {e}",
                                "retry_in_seconds": backoff})
             return
+        slow.finished()
         source.healthy = True
         self.sampler.reconcile(source, devices)
         # A GPU still lost now (not enumerated) is tried again with the same backoff, so it
@@ -84,3 +82,42 @@ class Recovery:
         source.needs_reinit = any(w.state.missing for w in source.workers)
         log.info("backend re-initialized",
                  extra={"backend": backend.name, "gpus": len(devices)})
+
+
+class _SlowRestart:
+    """Marks a library's GPUs down if its restart takes longer than one call may.
+
+    A restart that hangs (nvmlInit stuck in the driver) must not leave the last values served
+    as healthy; a quick one must not show the GPUs that were never lost as down either: the
+    re-init after a lost GPU is retried for as long as it stays lost, and every retry would
+    flap the healthy GPUs of the node to `gpu_up 0` for a scrape that lands in it.
+    """
+
+    def __init__(self, sampler: Sampler, source: Source) -> None:
+        self.sampler, self.source = sampler, source
+        self.done = False
+        self.timer = threading.Timer(sampler.call_deadline, self._timed_out)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def finished(self) -> None:
+        self.timer.cancel()
+        with self.sampler.cond:
+            self.done = True
+
+    def failed(self) -> None:
+        self.finished()
+        self._mark_down("vendor library failed to re-initialize")
+
+    def _timed_out(self) -> None:
+        with self.sampler.cond:
+            if not self.done:  # else the restart finished first
+                self._mark_down("vendor library re-initializing")
+
+    def _mark_down(self, reason: str) -> None:
+        # The condition is held through the publish: no cycle runs meanwhile, so this view
+        # cannot overwrite a newer one.
+        with self.sampler.cond:
+            for w in self.source.workers:
+                w._mark_down(reason)
+            self.sampler.on_cycle(self.sampler._make_view())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -245,16 +246,25 @@ class QuietServer(uvicorn.Server):
     TICK = 0.5
 
     def __init__(self, config: uvicorn.Config,
-                 serving_tick: Callable[[], None] = lambda: None) -> None:
+                 serving_tick: Callable[[], None] = lambda: None,
+                 before_shutdown: Callable[[], None] = lambda: None) -> None:
         super().__init__(config)
         # Called every tick: the systemd watchdog's proof that the event loop runs (not named
         # on_tick: uvicorn has a method of that name).
         self.on_serving_tick = serving_tick
+        self.before_shutdown = before_shutdown
 
     async def main_loop(self) -> None:
         while not await self.on_tick(0):
             self.on_serving_tick()
             await asyncio.sleep(self.TICK)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # First, before uvicorn waits (up to its graceful timeout) for requests in flight: a
+        # probe triggered over HTTP waits on its child, so the child goes first and a SIGTERM
+        # ends the daemon within seconds, not after the probe's own deadline.
+        self.before_shutdown()
+        await super().shutdown(sockets)
 
 
 def _landing_page(ctx: ServerContext) -> str:

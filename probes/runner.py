@@ -156,6 +156,8 @@ class Runner:
             raise ChildError(f"killed at its {self.timeout:g}s deadline") from None
         finally:
             self.children.discard(proc)
+        if proc.returncode != 0 and self.stopped:  # we killed it: shutdown or release
+            raise Stopped(f"stopped while running: {self.stopped}")
         if proc.returncode != 0:
             how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
                    else f"exited with {proc.returncode}")

@@ -5,6 +5,7 @@ simulated daemon exercises the real child process, deadlines and thresholds."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 # Plausible healthy figures per model (bytes/s, FLOP/s, seconds), in base units.
@@ -43,7 +44,7 @@ NOMINAL: list[tuple[str, dict[str, dict[str, float]]]] = [
 ]
 
 
-def sim_params(model: str, probe: str, overrides: dict[str, float]) -> dict[str, Any]:
+def sim_params(model: str, probe: str, overrides: Mapping[str, float | str]) -> dict[str, Any]:
     """`params` for the child: the model's healthy figures with the scenario's faults applied.
 
     A `behaviour` override (crash, hang, garbage, oom) and `corrupted` pass through to the

@@ -196,6 +196,14 @@ def sim_node(tmp: Path, scenario: str | None, overrides: dict[str, Any] | None =
         "collection": {"fast_interval": 0.5, "slow_interval": 1.0},
         **(overrides or {})})
     daemon = Daemon(settings, OpenedBackends(sources=[(backend, list(backend.devices()))]))
+    with serving(daemon) as url:
+        yield url, daemon
+
+
+@contextlib.contextmanager
+def serving(daemon: Any) -> Iterator[str]:
+    """Any Daemon under its own server (web config, QuietServer) on a free loopback port, in a
+    thread; yields the URL once /readyz answers 200, and stops the server (so the daemon) after."""
     server = daemon.server(host="127.0.0.1", port=0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -203,7 +211,7 @@ def sim_node(tmp: Path, scenario: str | None, overrides: dict[str, Any] | None =
         wait_for(lambda: server.started, what="the exporter to start")
         url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, what="exporter ready")
-        yield url, daemon
+        yield url
     finally:
         server.should_exit = True
         thread.join(10)

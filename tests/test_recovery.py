@@ -281,14 +281,20 @@ def test_a_release_stops_probe_children_too(fake: FakeBackend, tmp_path: Path) -
         daemon.stop()
 
 
-def test_gpus_read_as_down_while_their_library_restarts(fake: FakeBackend) -> None:
-    s = _sampler(fake)
+def test_gpus_read_as_down_while_a_restart_takes_longer_than_a_call_may(
+        fake: FakeBackend) -> None:
+    """nvmlInit stuck in the driver: past the call deadline the library's GPUs read as down, so
+    nothing stale is served as healthy while it hangs."""
+    s = _sampler(fake)  # call deadline 0.2 s
     published = []
     s.on_cycle = published.append
+    release = threading.Event()
     seen_during_start = []
 
-    def start() -> None:  # what /metrics would serve while nvmlInit runs
+    def start() -> None:  # what /metrics serves while nvmlInit hangs
+        wait_for(lambda: not published[-1].gpus[0].up, what="the GPUs marked down")
         seen_during_start.append([g.up for g in published[-1].gpus])
+        release.set()
 
     recovery = Recovery(s, threading.Lock(), initial=0)
     try:
@@ -298,6 +304,44 @@ def test_gpus_read_as_down_while_their_library_restarts(fake: FakeBackend) -> No
         fake.lost.clear()
         fake.start = start  # type: ignore[method-assign]
         recovery.after_cycle()
-        assert seen_during_start == [[False, False, False]]
+        assert release.is_set() and seen_during_start == [[False, False, False]]
+        assert "re-initializing" in (published[-1].gpus[0].down_reason or "")
+    finally:
+        s.stop()
+
+
+def test_a_quick_restart_never_shows_the_healthy_gpus_down(fake: FakeBackend) -> None:
+    """A lost GPU is retried for as long as it stays lost: each retry must not flap the GPUs
+    that were never lost to down for a scrape that lands in it."""
+    s = _sampler(fake)
+    published = []
+    s.on_cycle = published.append
+    recovery = Recovery(s, threading.Lock(), initial=0)
+    try:
+        s.run_cycle()
+        fake.lost.add(1)
+        s.run_cycle((Tier.FAST,))
+        for _ in range(3):  # GPU 1 stays lost: three re-inits
+            recovery.after_cycle()
+            s.run_cycle((Tier.FAST,))
+        assert recovery.attempts == 3
+        assert all(v.gpus[0].up and v.gpus[2].up for v in published)
+    finally:
+        s.stop()
+
+
+def test_a_failed_restart_marks_the_librarys_gpus_down(fake: FakeBackend) -> None:
+    s = _sampler(fake)
+    published = []
+    s.on_cycle = published.append
+    recovery = Recovery(s, threading.Lock(), initial=0)
+    try:
+        s.run_cycle()
+        fake.lost.add(1)
+        s.run_cycle((Tier.FAST,))
+        fake.fail_start = BackendUnavailable("driver unloaded")
+        recovery.after_cycle()
+        assert [g.up for g in published[-1].gpus] == [False, False, False]
+        assert published[-1].gpus[0].down_reason == "vendor library failed to re-initialize"
     finally:
         s.stop()

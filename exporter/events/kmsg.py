@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import select
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,8 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 MAX_RECORD = 8192  # /dev/kmsg records are at most 1 KiB of text plus dictionary lines
+# A log that cannot be opened or read (no CAP_SYSLOG, EIO) is tried again, less and less often.
+REOPEN_MIN, REOPEN_MAX = 5.0, 300.0
 
 
 class RecordSource(Protocol):
@@ -44,7 +47,13 @@ class KmsgDevice:
         self.fd: int | None = None
 
     def open(self, at_end: bool) -> None:
-        self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISCHR(os.fstat(fd).st_mode):
+            # A FIFO or a directory here would make the reader spin on end-of-file or die
+            # on its first read: say what is wrong instead.
+            os.close(fd)
+            raise OSError(errno.EINVAL, f"{self.path} is not a character device like /dev/kmsg")
+        self.fd = fd
         if at_end:
             os.lseek(self.fd, 0, os.SEEK_END)
 
@@ -144,28 +153,45 @@ class KmsgFollower:
     def _run(self) -> None:
         # Without a cursor, start at the present: the records already there are read to learn
         # the latest sequence number (so it can be saved) but not counted: old news.
-        catching_up = self.cursor is None
-        try:
-            self.source.open(at_end=False)
-        except OSError as e:
-            self.on_state(False, f"{e.strerror or e}")
-            return
-        try:
-            while not self._stop.is_set():
-                self._drain(catching_up)
-                self.on_drained()  # once per wake-up (at least every `timeout`): persist
-                if not self.up:  # said once the records already there are behind us
-                    self.up = True
-                    self.on_state(True, "")
-                catching_up = False
-                self.source.wait(self._wake_r, self.timeout)
+        retry = REOPEN_MIN
+        said_down = False
+        while not self._stop.is_set():
+            try:
+                self.source.open(at_end=False)
+            except Exception as e:  # EPERM without CAP_SYSLOG, ...: try again later
+                why = _why(e)
+            else:
                 try:
-                    while os.read(self._wake_r, 64):
-                        pass
-                except (BlockingIOError, OSError):
+                    self._follow(catching_up=self.cursor is None)
+                    return  # stopped
+                except Exception as e:  # EIO, or a bug: reopen later, the thread never dies
+                    why = f"read failed: {_why(e)}"
+                    if self.up:  # it worked until now: a new outage, a quick first retry
+                        said_down, retry = False, REOPEN_MIN
+                finally:
+                    with contextlib.suppress(Exception):
+                        self.source.close()
+            self.up = False
+            if not said_down:  # once per outage, not once per retry
+                said_down = True
+                self.on_state(False, why)
+            self._stop.wait(retry)
+            retry = min(retry * 2, REOPEN_MAX)
+
+    def _follow(self, catching_up: bool) -> None:
+        while not self._stop.is_set():
+            self._drain(catching_up)
+            self.on_drained()  # once per wake-up (at least every `timeout`): persist
+            if not self.up:  # said once the records already there are behind us
+                self.up = True
+                self.on_state(True, "")
+            catching_up = False
+            self.source.wait(self._wake_r, self.timeout)
+            try:
+                while os.read(self._wake_r, 64):
                     pass
-        finally:
-            self.source.close()
+            except (BlockingIOError, OSError):
+                pass
 
     def _drain(self, catching_up: bool = False) -> None:
         while not self._stop.is_set():
@@ -175,8 +201,6 @@ class KmsgFollower:
                 if e.errno == errno.EPIPE:
                     self.on_lost(1)  # overwritten before we read it; go on with the next
                     continue
-                self.up = False
-                self.on_state(False, f"read failed: {e.strerror or e}")
                 raise
             if raw is None:
                 return
@@ -194,3 +218,10 @@ class KmsgFollower:
                 self.on_position(seq)
             else:
                 self.on_record(seq, usec, message)
+
+
+def _why(e: Exception) -> str:
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}"
+    log.exception("kernel-log follower failed; reopening the log later")  # a bug: the trace
+    return f"{type(e).__name__}: {e}"

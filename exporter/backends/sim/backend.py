@@ -127,7 +127,7 @@ class SimBackend:
         with self._cond:
             return self._cond.wait_for(lambda: self._gpus[gpu_index].hang is not None, timeout)
 
-    def probe_values(self, gpu_index: int, probe: str) -> dict[str, float]:
+    def probe_values(self, gpu_index: int, probe: str) -> dict[str, float | str]:
         """Results a probe should report now, from the scenario's `probe` faults."""
         return self.scenario.probe_values(gpu_index, probe, self.sim_time())
 

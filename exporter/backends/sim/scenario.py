@@ -160,7 +160,17 @@ class Probe(_Window):
     kind: Literal["probe"]
     probe: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     # Lax floats: PyYAML reads 20e9 (no dot, unsigned exponent) as a string.
-    values: dict[str, Annotated[float, Strict(False)]] = Field(min_length=1)
+    values: dict[str, Annotated[float, Strict(False)]] = Field(default_factory=dict)
+    # How the probe child itself breaks instead of measuring, as a real one can: killed by a
+    # signal (a segfault in a driver library), hung past its deadline, garbage on stdout, out
+    # of GPU memory.
+    behaviour: Literal["crash", "hang", "garbage", "oom"] | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Probe:
+        if not self.values and self.behaviour is None:
+            raise ValueError("a probe fault needs `values` or a `behaviour`")
+        return self
 
 
 class Busy(_Window):
@@ -216,12 +226,15 @@ class Scenario(BaseModel):
         """Faults of this kind on this GPU that began at or before until_t (counts so far)."""
         return [f for f in self.faults_of(gpu, kind) if f.at <= until_t]
 
-    def probe_values(self, gpu: int, probe: str, t: float) -> dict[str, float]:
-        """Results the named probe should report at t; later faults win on the same key."""
-        values: dict[str, float] = {}
+    def probe_values(self, gpu: int, probe: str, t: float) -> dict[str, float | str]:
+        """Results the named probe should report at t, and a `behaviour` if the child is to
+        break instead; later faults win on the same key."""
+        values: dict[str, float | str] = {}
         for fault in self.active(gpu, "probe", t):
             if fault.probe == probe:
                 values.update(fault.values)
+                if fault.behaviour is not None:
+                    values["behaviour"] = fault.behaviour
         return values
 
     def check_gpus(self, n: int) -> None:
