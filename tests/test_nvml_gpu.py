@@ -106,13 +106,15 @@ def test_counters_do_not_go_backwards(nvml_sampler) -> None:
 
 def test_stop_closes_every_device_file() -> None:
     _skip_without_gpu()
-    assert open_device_files() == []
+    # CUDA may hold some already when another test of this run imported CuPy: NVML's are the
+    # ones it adds.
+    before = sorted(open_device_files())
     backend = NvmlBackend()
     backend.start()
     list(backend.devices())
-    assert open_device_files(), "NVML holds /dev/nvidia* while initialized"
+    assert len(open_device_files()) > len(before), "NVML holds /dev/nvidia* while initialized"
     backend.stop()
-    assert open_device_files() == []
+    assert sorted(open_device_files()) == before
 
 
 def test_daemon_release_and_resume_on_the_real_gpu(tmp_path: Path) -> None:

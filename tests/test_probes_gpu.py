@@ -146,6 +146,21 @@ def test_wrong_uuid_is_refused_naming_both(uuids: list[str], cache_dir: Path):
     assert wrong in r.stderr and uuids[0].lower() in r.stderr.lower(), r.stderr[-2000:]
 
 
+def test_a_child_past_its_memory_cap_is_an_error_and_leaves_nothing(uuids: list[str],
+                                                                     cache_dir: Path):
+    """A real out-of-memory in the child: the memory copy asked for 2 x 1 GiB under its 1 GiB
+    cap. The runner reports an error naming it, and no child is left."""
+    from probes.result import Outcome
+    from probes.runner import Runner, Target
+    from probes.thresholds import GpuFacts, Thresholds
+
+    runner = Runner(Thresholds.load(), runtime="cuda", timeout=120, cache_dir=cache_dir)
+    target = Target(0, uuids[0], GpuFacts("unknown", pcie_generation=None, pcie_width=None))
+    r = runner.run("memory_bandwidth", target, params={"bytes": 1 << 30})
+    assert r.outcome is Outcome.ERROR and "OutOfMemoryError" in r.reason, r.reason
+    assert runner.children == set()  # reaped: nothing holds the GPU after the error
+
+
 def test_p2p_bandwidth_or_skip_reason(uuids: list[str], cache_dir: Path):
     if len(uuids) < 2:
         pytest.skip("p2p_bandwidth needs two GPUs; one is visible")
