@@ -27,6 +27,7 @@ from nvml_fake import FIXTURE_DIR, FakeNvml
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from exporter.backends import OpenedBackends
+from exporter.backends.base import BackendUnavailable
 from exporter.backends.nvml import NvmlBackend, identity
 from exporter.backends.nvml import gpm as nvml_gpm
 from exporter.backends.sim import SimBackend
@@ -206,17 +207,26 @@ def test_a_lost_gpu_fails_while_lost_and_recovers_when_back(node) -> None:
 
 
 def test_a_library_reinit_keeps_the_last_judgement_of_each_gpu(node) -> None:
-    """Recovery re-initializes the library after a lost GPU and marks every GPU down for that
-    moment: a failing GPU must not read ok (a flapping gpu_health_status, a gated /readyz
-    turning ready) while nothing can be read."""
+    """Recovery re-initializes the library after a lost GPU; when that fails (or outlasts a
+    call's deadline) every GPU of the library reads down: a failing GPU must not read ok then
+    (a flapping gpu_health_status, a gated /readyz turning ready) while nothing can be read."""
     n = node({"kind": "row_remap_failure", "gpu": 0, "at": 0},
              {"kind": "lost", "gpu": 3, "at": 20})
     judged = n.run_to(25)
     assert (reasons(judged, 0), reasons(judged, 3)) == ({"row_remap_failure": "fail"},
                                                         {"gpu_lost": "fail"})
+    backend = n.sampler.sources[0].backend
+    start = backend.start
+
+    def driver_reloading() -> None:
+        raise BackendUnavailable("the driver is reloading")
+
+    backend.start = driver_reloading
     Recovery(n.sampler, threading.Lock(), n.clock).after_cycle()  # what the daemon runs next
     view = n.sampler.view
-    assert {g.down_reason for g in view.gpus} == {"vendor library re-initializing"}
+    assert {g.down_reason for g in view.gpus} == {"vendor library failed to re-initialize"}
+    backend.start = start
+    start()
     during = n.engine.evaluate(view)
     assert [reasons(during, g) for g in range(4)] == [reasons(judged, g) for g in range(4)]
     n.t += FAST
