@@ -18,11 +18,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from . import safefiles
 from .catalog import COLLECTORS
 from .durations import Duration
 
 ENV_PREFIX = "GPU_FLEET_EXPORTER_"
 DEFAULT_PORT = 9472
+MAX_TOKEN_BYTES = 4096  # a token is a line; a bigger file is something else named by mistake
 
 
 # The parsed config file, handed to the settings class's sources while `load_settings` runs.
@@ -125,9 +127,9 @@ class AdminSettings(_Section):
 
 def read_token(path: Path, key: str) -> str:
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{key}: cannot read {path}: {e.__class__.__name__}") from None
+        token = safefiles.read_text(path, f"{key}: {path}", MAX_TOKEN_BYTES).strip()
+    except safefiles.FileRefused as e:
+        raise ConfigError(str(e)) from None
     if len(token) < 16:
         raise ConfigError(f"{key}: the token in {path} must be at least 16 characters")
     return token
@@ -330,21 +332,12 @@ class _FileSource(PydanticBaseSettingsSource):
 
 
 def read_yaml(path: Path, where: str, error: type[Exception] = ConfigError) -> Any:
-    """Load a YAML file safely (no tags that build objects); any problem is one line naming
-    `where` (e.g. "config file /etc/x.yaml") and raised as `error`."""
+    """Load an operator's YAML file safely (exporter/safefiles.py says what that guarantees);
+    any problem is one line naming `where` (e.g. "config file /etc/x.yaml") raised as `error`."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error(f"{where}: not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise error(f"{where}: cannot read it: {e}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise error(f"{where}: not valid YAML{at}: {problem}") from None
+        return safefiles.read_yaml(path, where)
+    except safefiles.FileRefused as e:
+        raise error(str(e)) from None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -416,7 +409,7 @@ def _describe(
         if err["type"] == "extra_forbidden":
             msg = "unknown setting" + _suggest(loc)
         elif "input" in err and err["type"] not in ("missing",):
-            msg = f"{msg} (got {err['input']!r})"
+            msg = f"{msg} (got {safefiles.shown(err['input'])})"
         problems.append(f"{key}: {msg}{origin}")
     more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
     return f"invalid configuration: {problems[0]}{more}"

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .config import ConfigError, read_yaml
+from .safefiles import shown
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def _describe(error: ValidationError) -> str:
         for part in err["loc"][:-1]:
             model = model.model_fields[part].annotation.__args__[0]
         return f"{key}: unknown key; known: {', '.join(model.model_fields)}{more}"
-    return f"{key}: {err['msg']} (got {err.get('input')!r}){more}"
+    return f"{key}: {err['msg']} (got {shown(err.get('input'))}){more}"
 
 
 def _check(raw: WebConfigFile, path: Path) -> WebConfig:
@@ -191,7 +192,7 @@ def _check_headers(headers: dict[str, str]) -> dict[str, str]:
         allowed = ALLOWED_HEADERS[name]
         if allowed and value not in allowed:
             raise _Refused(f"http_server_config.headers.{name}: must be one of "
-                           f"{', '.join(allowed)} (got {value!r})")
+                           f"{', '.join(allowed)} (got {shown(value)})")
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or not value.isascii():
             raise _Refused(f"http_server_config.headers.{name}: control or non-ASCII "
                            "characters in the value")

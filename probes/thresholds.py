@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from exporter.safefiles import FileRefused, read_yaml
+
 from .result import Check, Measurement, Outcome
 
 HIGHER_IS_BETTER_SUFFIXES = ("_bytes_per_second", "_flop_per_second")
@@ -50,7 +52,10 @@ class Thresholds:
         text = resources.files("probes").joinpath("thresholds.yaml").read_text("utf-8")
         data = yaml.safe_load(text)
         if override is not None:
-            extra = yaml.safe_load(override.read_text("utf-8")) or {}
+            # The operator's file: read as the daemon's config is (exporter/safefiles.py).
+            extra = read_yaml(override, f"thresholds file {override}") or {}
+            if not isinstance(extra, dict):
+                raise FileRefused(f"thresholds file {override}: must be a mapping")
             data = _merge(data, extra)
         return cls(data)
 

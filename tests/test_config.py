@@ -19,6 +19,12 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real `gpu-fleet-exporter` process; the timeout is a deadline, not a speed test."""
+    return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+
+
 def test_defaults() -> None:
     s = load_settings()
     assert s.web.listen_address == ":9472"
@@ -138,18 +144,14 @@ def test_check_config_bad_file_exits_2_with_one_line(tmp_path: Path, capsys) -> 
 
 def test_console_script_exit_codes(tmp_path: Path) -> None:
     """The real process: bad usage and bad config exit 2 with one line on stderr."""
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True,
-                              text=True, cwd=REPO, timeout=60)
-
     bad = _write(tmp_path, "web:\n  listen_address: nowhere\n")
-    r = run("check-config", str(bad))
+    r = run_cli("check-config", str(bad))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "web.listen_address" in r.stderr
-    r = run("serve", "--config.file", str(bad))
+    r = run_cli("serve", "--config.file", str(bad))
     assert r.returncode == 2 and "web.listen_address" in r.stderr
-    r = run("serve", "--no-such-flag")
+    r = run_cli("serve", "--no-such-flag")
     assert r.returncode == 2
-    r = run("--version")
+    r = run_cli("--version")
     assert r.returncode == 0 and "gpu-fleet-exporter" in r.stdout
 
 
@@ -166,8 +168,7 @@ def test_bad_scenario_exits_2_with_one_line(tmp_path: Path, scenario: str, fragm
         if command == "check-config":
             config = _write(tmp_path, "")
             args.insert(1, str(config))
-        r = subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True,
-                           text=True, cwd=REPO, timeout=60)
+        r = run_cli(*args)
         assert r.returncode == 2, (command, r.stderr)
         assert r.stderr.count("\n") == 1 and fragment in r.stderr and "scenario" in r.stderr
 

@@ -15,10 +15,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..safefiles import read_text
+
 log = logging.getLogger(__name__)
 
 STATE_FILE = "kmsg-state.json"
 RECENT_MAX = 1000  # occurrences kept for the verdict: a flood must not grow the file forever
+STATE_MAX_BYTES = 16 << 20  # RECENT_MAX occurrences take about 100 KiB
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -54,10 +57,11 @@ class StateStore:
         if self.path is None or not self.path.exists():
             return EventState()
         try:
-            data = json.loads(self.path.read_text())
+            # FileRefused (a ValueError) for a FIFO, a directory or a runaway size here.
+            data = json.loads(read_text(self.path, f"event state {self.path}", STATE_MAX_BYTES))
             return EventState(**{k: v for k, v in data.items()
                                  if k in EventState.__dataclass_fields__})
-        except (OSError, ValueError, TypeError) as e:
+        except (OSError, ValueError, TypeError, RecursionError) as e:
             log.warning("event state unreadable; starting at the present",
                         extra={"path": str(self.path), "error": str(e)})
             return EventState()

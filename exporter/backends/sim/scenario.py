@@ -30,6 +30,7 @@ from pydantic import (
 
 from ...config import ConfigError, read_yaml
 from ...durations import parse_duration
+from ...safefiles import shown
 
 
 class ScenarioError(ConfigError):
@@ -306,7 +307,7 @@ def _describe(error: ValidationError) -> str:
     elif kind == "list_type" and loc == ["faults"]:
         msg = "must be a list of faults"
     elif "input" in err and not isinstance(err["input"], dict):
-        msg = f"{msg} (got {err['input']!r})"
+        msg = f"{msg} (got {shown(err['input'])})"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return f"{_path(loc)}: {msg}{more}"
 
