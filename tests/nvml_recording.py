@@ -138,6 +138,10 @@ class RecordingNvml(types.ModuleType):
         return self._rec_token(addr, kind) if kind and addr is not None else "?"
 
     def _rec_call(self, name: str, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if name == "nvmlDeviceRegisterEvents":
+            # Not recorded (the fake plays the driver's part for events) and not made: answered
+            # as on a GPU without events, so the backend starts and carries on without them.
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         refuse_mutating(name)
         values = bind_args(name, fn, args, kwargs)
         used: list[str] = []
