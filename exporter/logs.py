@@ -68,6 +68,11 @@ def configure(level: str = "info", fmt: str = "logfmt") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # APScheduler says at info level that each job was added, started and finished: a dozen
+    # lines per probe run that repeat ours ("probe finished"). Its warnings (a missed run) stay;
+    # at debug everything shows.
+    if root.level > logging.DEBUG:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 class WarnOnce:
