@@ -207,6 +207,8 @@ def test_nvml_reinit_failing_again_and_again(tmp_path: Path) -> None:
             assert value(s, "gpu_exporter_backend_up", backend="nvml") == 0
             assert value(s, "gpu_exporter_backend_up", backend="other") == 1
             assert [g.up for g in daemon.sampler.view.gpus] == [False, False, True, True]
+            assert value(s, "gpu_up", uuid="GPU-fake-0") == value(s, "gpu_up",
+                                                                  uuid="GPU-fake-1") == 1
             # Backoff: 0.1 s doubling to 0.4 s, so about 1.5 s per 4 attempts; without it the
             # coordinator would retry after every 0.2 s cycle.
             started, at = time.monotonic(), daemon.recovery.attempts
