@@ -400,7 +400,7 @@ class Daemon:
 
         def before_shutdown() -> None:
             if self.probes is not None:
-                self.probes.pause("the daemon is stopping")  # kills a probe child now
+                self.probes.pause("the daemon is stopping", final=True)  # kills a child now
 
         return QuietServer(config, serving_tick=tick, before_shutdown=before_shutdown)
 

@@ -71,8 +71,8 @@ def configure(level: str = "info", fmt: str = "logfmt") -> None:
     # APScheduler says at info level that each job was added, started and finished: a dozen
     # lines per probe run that repeat ours ("probe finished"). Its warnings (a missed run) stay;
     # at debug everything shows.
-    if root.level > logging.DEBUG:
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(
+        logging.WARNING if root.level > logging.DEBUG else logging.NOTSET)
 
 
 class WarnOnce:

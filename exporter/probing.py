@@ -259,11 +259,12 @@ class ProbeService:
     def stop(self) -> None:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
-        self.runner.stop("the daemon is stopping")
+        self.runner.stop("the daemon is stopping", final=True)
 
-    def pause(self, reason: str) -> None:
-        """No probe while the GPUs are released for repairs: running children are killed."""
-        self.runner.stop(reason)
+    def pause(self, reason: str, final: bool = False) -> None:
+        """No probe while the GPUs are released for repairs (or, `final`, the daemon stops):
+        running children are killed."""
+        self.runner.stop(reason, final)
 
     def resume(self) -> None:
         self.runner.restart()

@@ -135,7 +135,8 @@ class _BoundedLoader(yaml.SafeLoader):
         elif isinstance(node, yaml.MappingNode):
             size += sum(self._sizes[k] + self._sizes[v] for k, v in node.value)
         if size > MAX_NODES:
-            raise _TooComplex(f"more than {MAX_NODES} values once aliases are expanded",
+            raise _TooComplex(f"more than {MAX_NODES} values (aliases counted as what they "
+                              "expand to)",
                               node.start_mark)
         self._sizes[node] = size
         return node

@@ -225,6 +225,10 @@ class Sampler:
             for w in self.workers:
                 if w.state.missing:
                     continue
+                if not w.source.healthy:
+                    # Its library failed to restart and is shut down: a read would answer
+                    # "uninitialized" and make a healthy GPU look lost. Recovery retries it.
+                    continue
                 if w.state.job is not None:
                     # Still inside a call from an earlier cycle: do not queue behind it.
                     call = w.state.call

@@ -263,8 +263,10 @@ class QuietServer(uvicorn.Server):
         # First, before uvicorn waits (up to its graceful timeout) for requests in flight: a
         # probe triggered over HTTP waits on its child, so the child goes first and a SIGTERM
         # ends the daemon within seconds, not after the probe's own deadline.
-        self.before_shutdown()
-        await super().shutdown(sockets)
+        try:
+            self.before_shutdown()
+        finally:
+            await super().shutdown(sockets)
 
 
 def _landing_page(ctx: ServerContext) -> str:

@@ -62,7 +62,9 @@ class Runner:
         self._busy: set[str] = set()
         self._lock = threading.Lock()
         self.children: set[subprocess.Popen[bytes]] = set()  # running now, for shutdown
+        self._killed: set[subprocess.Popen[bytes]] = set()  # by stop(): not the probe's fault
         self.stopped: str | None = None  # why no child may start (shutdown, release)
+        self._final = False  # stopped for shutdown: restart() does not undo it
 
     # --- one GPU at a time -------------------------------------------------------------------
     def _claim(self, uuids: list[str]) -> None:
@@ -97,7 +99,9 @@ class Runner:
             if result.outcome is Outcome.FAIL:
                 retry = self._attempt(spec, target, peer, params or {}, peers)
                 retry.attempts = 2
-                if retry.outcome is not Outcome.FAIL:
+                if retry.outcome is Outcome.SKIPPED:  # stopped before it could confirm
+                    retry.reason = f"first run failed ({result.reason}); {retry.reason}"
+                elif retry.outcome is not Outcome.FAIL:
                     retry.reason = (f"first run failed ({result.reason}); the retry did not "
                                     "confirm it") + (f"; {retry.reason}" if retry.reason else "")
                 return retry
@@ -155,9 +159,13 @@ class Runner:
             proc.communicate()
             raise ChildError(f"killed at its {self.timeout:g}s deadline") from None
         finally:
-            self.children.discard(proc)
-        if proc.returncode != 0 and self.stopped:  # we killed it: shutdown or release
-            raise Stopped(f"stopped while running: {self.stopped}")
+            with self._lock:
+                self.children.discard(proc)
+                killed_by_stop = proc in self._killed
+                self._killed.discard(proc)
+                why = self.stopped
+        if killed_by_stop:  # shutdown or release, whatever the child was doing
+            raise Stopped(f"stopped while running: {why or 'released, then resumed'}")
         if proc.returncode != 0:
             how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
                    else f"exited with {proc.returncode}")
@@ -169,17 +177,21 @@ class Runner:
         except (ValueError, TypeError) as e:
             raise ChildError(f"probe child printed no valid result ({e})") from None
 
-    def stop(self, reason: str) -> None:
-        """No new child from now on, and kill the running ones (shutdown, release)."""
+    def stop(self, reason: str, final: bool = False) -> None:
+        """No new child from now on, and kill the running ones (release; `final`: shutdown,
+        which a later restart() does not undo)."""
         with self._lock:
             self.stopped = reason
+            self._final = self._final or final
             children = list(self.children)
+            self._killed.update(children)
         for proc in children:
             _kill_group(proc)
 
     def restart(self) -> None:
         with self._lock:
-            self.stopped = None
+            if not self._final:
+                self.stopped = None
 
 
 class ChildError(Exception):

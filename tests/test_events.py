@@ -233,3 +233,30 @@ def test_a_first_start_saves_where_the_log_was(kmsg: Log, tmp_path: Path) -> Non
         assert _xids(w) == {("0", "GPU-aaaa", "79", "reboot_node"): 1}
     finally:
         w.stop()
+
+
+def test_one_gpu_named_two_ways_is_one_series_with_the_counts_summed(kmsg: Log) -> None:
+    """A vendor event names the GPU by uuid, the kernel log by PCI address: one series each
+    for the same labels would be a duplicate the renderer drops (a counter going back)."""
+    w = _watcher(kmsg, None)
+    try:
+        w.count("GPU-aaaa", 13, 1000.0)  # from NVML events while the log was down
+        kmsg.write(record(1, XID13))  # later, from the log
+        wait_for(lambda: _xids(w).get(("0", "GPU-aaaa", "13", "restart_app")) == 2,
+                 what="both counted into one series")
+        assert len(_xids(w)) == 1
+        assert w.xid_counts() == {"GPU-aaaa": {(13, "restart_app"): 2}}
+    finally:
+        w.stop()
+
+
+@pytest.mark.parametrize("content", ["[]", "1", '{"seq": "x"}', '{"counts": {"a|1|b": "x"}}',
+                                     '{"recent": [[1, 2]]}'])
+def test_an_event_state_of_the_wrong_shape_starts_at_the_present(tmp_path: Path,
+                                                                 content: str) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "kmsg-state.json").write_text(content)
+    from exporter.events.state import EventState, StateStore
+
+    assert StateStore(state).load() == EventState()

@@ -298,6 +298,44 @@ def test_an_unreadable_kernel_log_and_its_return(tmp_path: Path, monkeypatch, fa
         node.assert_serving([0, 1])
 
 
+def test_xids_during_a_kernel_log_outage_are_counted_once(tmp_path: Path, monkeypatch) -> None:
+    """While the log cannot be read, NVML's Xid events are counted; when it comes back, the
+    same Xids in its backlog are not counted again, and new ones are."""
+    import pynvml
+
+    from exporter.events.kmsg import RecordFile
+
+    monkeypatch.setattr("exporter.events.kmsg.REOPEN_MIN", 0.1)
+    broken = threading.Event()
+    real_read = RecordFile.read
+
+    def read(self):
+        if broken.is_set():
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_read(self)
+
+    monkeypatch.setattr(RecordFile, "read", read)
+    log = tmp_path / "kmsg"
+    log.write_text("")
+    with nvml_node(tmp_path, **kmsg_settings(tmp_path, log)) as (node, fake):
+        append_when_up(node, log, kmsg_record(1, xid(1, 31)))  # read: the cursor is 1
+        wait_for(lambda: value(node.scrape(), "gpu_xid_errors_total", xid="31"), what="Xid 31")
+        broken.set()
+        wait_for(lambda: value(node.scrape(), "gpu_exporter_event_source_up", source="kmsg")
+                 == 0, what="kmsg down")
+        fake.emit("dev0", pynvml.nvmlEventTypeXidCriticalError, 13)  # NVML has it at once,
+        with log.open("a") as f:
+            f.write(kmsg_record(2, xid(0, 13)))  # and the driver logs it
+        wait_for(lambda: value(node.scrape(), "gpu_xid_errors_total", gpu="0", xid="13") == 1,
+                 what="Xid 13 from NVML events")
+        broken.clear()
+        append_when_up(node, log, kmsg_record(3, xid(0, 13)))  # a new one after the outage
+        wait_for(lambda: value(node.scrape(), "gpu_xid_errors_total", gpu="0", xid="13") == 2,
+                 what="the new Xid")
+        s = node.assert_serving([0, 1])
+        assert value(s, "gpu_xid_errors_total", gpu="0", xid="13") == 2  # not 3
+
+
 def test_a_kernel_log_that_wrapped_while_the_daemon_was_down(tmp_path: Path) -> None:
     log = tmp_path / "kmsg"
     log.write_text("")

@@ -222,13 +222,17 @@ def test_a_library_reinit_keeps_the_last_judgement_of_each_gpu(node) -> None:
         raise BackendUnavailable("the driver is reloading")
 
     backend.start = driver_reloading
-    Recovery(n.sampler, threading.Lock(), n.clock).after_cycle()  # what the daemon runs next
+    recovery = Recovery(n.sampler, threading.Lock(), n.clock, initial=0)
+    recovery.after_cycle()  # what the daemon runs next
     view = n.sampler.view
     assert {g.down_reason for g in view.gpus} == {"vendor library failed to re-initialize"}
-    backend.start = start
-    start()
     during = n.engine.evaluate(view)
     assert [reasons(during, g) for g in range(4)] == [reasons(judged, g) for g in range(4)]
+    n.t += FAST
+    during = n.cycle()  # the library stays shut down: nothing read, nothing judged anew
+    assert [reasons(during, g) for g in range(4)] == [reasons(judged, g) for g in range(4)]
+    backend.start = start
+    recovery.after_cycle()  # the retry succeeds
     n.t += FAST
     v = n.cycle()  # read again: judged afresh
     assert (reasons(v, 0), reasons(v, 3)) == ({"row_remap_failure": "fail"}, {"gpu_lost": "fail"})

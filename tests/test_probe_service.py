@@ -244,6 +244,32 @@ def test_a_stopped_runner_starts_no_child(tmp_path: Path) -> None:
     assert runner.children == set()
 
 
+def test_a_child_killed_by_a_release_is_skipped_even_after_a_quick_resume() -> None:
+    """The child the release killed is not an error of the GPU's, even when the resume comes
+    before the runner looks at how the child ended; a shutdown's stop outlives a resume."""
+    import threading
+
+    from conftest import wait_for
+
+    from probes.runner import Runner, Target
+    from probes.thresholds import GpuFacts, Thresholds
+
+    runner = Runner(Thresholds.load(), runtime="sim", timeout=30)
+    target = Target(0, "GPU-x", GpuFacts("NVIDIA H100 80GB HBM3"))
+    results = []
+    t = threading.Thread(target=lambda: results.append(runner.run(
+        "gemm", target, params={"sim": {"quantities": {}, "behaviour": "hang"}})))
+    t.start()
+    wait_for(lambda: runner.children, what="the hung child")
+    runner.stop("released for repairs")
+    runner.restart()
+    t.join(10)
+    assert results[0].outcome.value == "skipped", results[0].reason
+    runner.stop("the daemon is stopping", final=True)
+    runner.restart()  # a resume during shutdown (release timeout, SIGUSR2)
+    assert runner.stopped == "the daemon is stopping"
+
+
 def test_a_bad_thresholds_file_is_a_config_error(tmp_path: Path) -> None:
     bad = tmp_path / "t.yaml"
     for text in ("probes: [unclosed\n", "- 1\n", "nonsense: 1\n"):

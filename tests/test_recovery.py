@@ -343,5 +343,11 @@ def test_a_failed_restart_marks_the_librarys_gpus_down(fake: FakeBackend) -> Non
         recovery.after_cycle()
         assert [g.up for g in published[-1].gpus] == [False, False, False]
         assert published[-1].gpus[0].down_reason == "vendor library failed to re-initialize"
+        # The next cycles leave the shut-down library alone: the GPUs keep that reason (a read
+        # would say "uninitialized" and judge a healthy GPU lost).
+        reads = dict(fake.reads)
+        view = s.run_cycle((Tier.FAST,))
+        assert fake.reads == reads
+        assert {g.down_reason for g in view.gpus} == {"vendor library failed to re-initialize"}
     finally:
         s.stop()

@@ -84,6 +84,7 @@ class RecordFile:
         self.partial = b""
 
     def open(self, at_end: bool) -> None:
+        self.partial = b""  # a half line from before a reopen is not the start of the next
         self.file = open(self.path, "rb")  # noqa: SIM115 (closed in close())
         if at_end:
             self.file.seek(0, os.SEEK_END)
@@ -159,13 +160,13 @@ class KmsgFollower:
             try:
                 self.source.open(at_end=False)
             except Exception as e:  # EPERM without CAP_SYSLOG, ...: try again later
-                why = _why(e)
+                why = _why(e, trace=not said_down)
             else:
                 try:
                     self._follow(catching_up=self.cursor is None)
                     return  # stopped
                 except Exception as e:  # EIO, or a bug: reopen later, the thread never dies
-                    why = f"read failed: {_why(e)}"
+                    why = f"read failed: {_why(e, trace=not said_down or self.up)}"
                     if self.up:  # it worked until now: a new outage, a quick first retry
                         said_down, retry = False, REOPEN_MIN
                 finally:
@@ -220,8 +221,9 @@ class KmsgFollower:
                 self.on_record(seq, usec, message)
 
 
-def _why(e: Exception) -> str:
+def _why(e: Exception, trace: bool) -> str:
     if isinstance(e, OSError):
         return f"{e.strerror or e}"
-    log.exception("kernel-log follower failed; reopening the log later")  # a bug: the trace
+    if trace:  # a bug: its trace, once per outage
+        log.exception("kernel-log follower failed; reopening the log later")
     return f"{type(e).__name__}: {e}"

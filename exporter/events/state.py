@@ -59,8 +59,7 @@ class StateStore:
         try:
             # FileRefused (a ValueError) for a FIFO, a directory or a runaway size here.
             data = json.loads(read_text(self.path, f"event state {self.path}", STATE_MAX_BYTES))
-            return EventState(**{k: v for k, v in data.items()
-                                 if k in EventState.__dataclass_fields__})
+            return _checked(data)
         except (OSError, ValueError, TypeError, RecursionError) as e:
             log.warning("event state unreadable; starting at the present",
                         extra={"path": str(self.path), "error": str(e)})
@@ -91,3 +90,25 @@ class StateStore:
             return False
         self.error = None
         return True
+
+
+_NUMBER = (int, float)
+
+
+def _checked(data: object) -> EventState:
+    """The state from its JSON, each field of the type it must have (ValueError otherwise): a
+    file edited by hand or damaged must not crash the start or the follower later."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    state = EventState(**{k: v for k, v in data.items() if k in EventState.__dataclass_fields__})
+    ok = (isinstance(state.boot_id, str)
+          and (state.seq is None or type(state.seq) is int)
+          and all(isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, _NUMBER)
+                                              for k, v in d.items())
+                  for d in (state.counts, state.last_seen, state.events))
+          and isinstance(state.lost, int) and isinstance(state.unparsed, int)
+          and isinstance(state.recent, list)
+          and all(isinstance(o, list) and len(o) == 7 for o in state.recent))
+    if not ok:
+        raise ValueError("a field has the wrong type")
+    return state

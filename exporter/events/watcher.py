@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,9 @@ class EventWatcher:
         self.state.boot_id = boot
         self._lock = threading.Lock()
         self._dirty = False
+        # Xids counted from vendor events while the kernel log was down, by (uuid, xid): the
+        # same Xids are in the log's backlog when it comes back, and are not counted again.
+        self._covered: Counter[tuple[str, int]] = Counter()
         self._last_save = 0.0
         self.sources: dict[str, bool] = {}
         self.kmsg: KmsgFollower | None = None
@@ -113,10 +117,15 @@ class EventWatcher:
                     self.kmsg.wake()  # the kernel log has it too: count it from there
                 if backend.name == "sim" or self.kmsg is None or not self.kmsg.up:
                     self._count_backend_event(event)
+                    if self.kmsg is not None and event.kind == "xid" and event.code is not None:
+                        with self._lock:
+                            self._covered[(event.uuid, event.code)] += 1
 
     def _on_kmsg_state(self, ok: bool, reason: str) -> None:
         self.sources["kmsg"] = ok
         if ok:
+            with self._lock:
+                self._covered.clear()  # said after the backlog was read: what it covered is done
             self._save(force=True)  # the cursor learned on opening: a restart resumes there
         if not ok:
             log.warning("kernel log not readable; counting vendor events instead",
@@ -142,11 +151,22 @@ class EventWatcher:
             if isinstance(event, Unparsed):
                 self.state.unparsed += 1
         if isinstance(event, XidEvent):
+            if self._counted_already(event.bus_id, event.xid):
+                return
             self.count(event.bus_id, event.xid, self.wallclock(), event.message,
                        event.pid, event.name)
         elif isinstance(event, BusEvent):
             self.count_event(event.bus_id, "fell_off_bus")
         self._save()
+
+    def _counted_already(self, bus_id: str, xid: int) -> bool:
+        """An Xid of the log's backlog after an outage that a vendor event already counted."""
+        _, uuid = self._labels(self._ident(bus_id), self.gpus())
+        with self._lock:
+            if self._covered[(uuid, xid)] > 0:
+                self._covered[(uuid, xid)] -= 1
+                return True
+        return False
 
     def _count_backend_event(self, event: BackendEvent) -> None:
         when = event.timestamp or self.wallclock()
@@ -249,7 +269,8 @@ class EventWatcher:
         for key, n in counts.items():
             ident, xid, action = key.split("|")
             _, uuid = self._labels(ident, ids)
-            out.setdefault(uuid, {})[(int(xid), action)] = n
+            per_gpu = out.setdefault(uuid, {})
+            per_gpu[(int(xid), action)] = per_gpu.get((int(xid), action), 0) + n
         return out
 
     # --- out -------------------------------------------------------------------------------------
@@ -259,22 +280,31 @@ class EventWatcher:
             last = dict(self.state.last_seen)
             events = dict(self.state.events)
         ids = self.gpus()
-        rows = []
-        for key, n in sorted(counts.items()):
+        # One GPU may be named two ways (its uuid by vendor events, its PCI address by the
+        # kernel log): one series each, the counts summed, the latest time kept.
+        xids: dict[tuple[str, ...], float] = {}
+        for key, n in counts.items():
             ident, xid, action = key.split("|")
-            gpu, uuid = self._labels(ident, ids)
-            rows.append(Row("gpu_xid_errors_total", (("gpu", gpu), ("uuid", uuid), ("xid", xid),
-                                                      ("action", action)), n))
-        for key, when in sorted(last.items()):
+            labels = (*self._labels(ident, ids), xid, action)
+            xids[labels] = xids.get(labels, 0) + n
+        seen: dict[tuple[str, ...], float] = {}
+        for key, when in last.items():
             ident, xid = key.split("|")
-            gpu, uuid = self._labels(ident, ids)
-            rows.append(Row("gpu_xid_last_timestamp_seconds",
-                            (("gpu", gpu), ("uuid", uuid), ("xid", xid)), when))
-        for key, n in sorted(events.items()):
+            labels = (*self._labels(ident, ids), xid)
+            seen[labels] = max(seen.get(labels, when), when)
+        kinds: dict[tuple[str, ...], float] = {}
+        for key, n in events.items():
             ident, event = key.split("|")
-            gpu, uuid = self._labels(ident, ids)
-            rows.append(Row("gpu_events_total", (("gpu", gpu), ("uuid", uuid),
-                                                  ("event", event)), n))
+            labels = (*self._labels(ident, ids), event)
+            kinds[labels] = kinds.get(labels, 0) + n
+        rows = [Row("gpu_xid_errors_total", tuple(zip(("gpu", "uuid", "xid", "action"), k,
+                                                      strict=True)), n)
+                for k, n in sorted(xids.items())]
+        rows += [Row("gpu_xid_last_timestamp_seconds", tuple(zip(("gpu", "uuid", "xid"), k,
+                                                                 strict=True)), when)
+                 for k, when in sorted(seen.items())]
+        rows += [Row("gpu_events_total", tuple(zip(("gpu", "uuid", "event"), k, strict=True)),
+                     n) for k, n in sorted(kinds.items())]
         for source, ok in sorted(self.sources.items()):
             rows.append(Row("gpu_exporter_event_source_up", (("source", source),),
                             1.0 if ok else 0.0))
