@@ -185,8 +185,9 @@ class Daemon:
         if self.events is not None:
             self.events.stop()
         self.sampler.stop()
-        # Never release a vendor library while a call is still inside it.
-        if self.sampler.calls_in_flight() == 0:
+        # Never release a vendor library while a call is still inside it (a read on a worker,
+        # or a restart hung in nvmlInit on the coordinator).
+        if self.sampler.calls_in_flight() == 0 and not self.recovery.restarting:
             for source in self.sampler.sources:
                 with contextlib.suppress(Exception):
                     source.backend.stop()

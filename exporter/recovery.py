@@ -35,6 +35,7 @@ class Recovery:
         self._due: dict[int, float] = {}
         self._backoff: dict[int, float] = {}
         self.attempts = 0
+        self.restarting = False  # a vendor library is inside stop()/start() on this thread now
 
     def after_cycle(self) -> None:
         for source in list(self.sampler.sources):
@@ -63,6 +64,7 @@ class Recovery:
         self.attempts += 1
         backend = source.backend
         slow = _SlowRestart(self.sampler, source)
+        self.restarting = True
         try:
             backend.stop()
             backend.start()
@@ -74,6 +76,8 @@ class Recovery:
                         extra={"backend": backend.name, "error": f"{type(e).__name__}: {e}",
                                "retry_in_seconds": backoff})
             return
+        finally:
+            self.restarting = False
         slow.finished()
         source.healthy = True
         self.sampler.reconcile(source, devices)

@@ -351,3 +351,34 @@ def test_a_failed_restart_marks_the_librarys_gpus_down(fake: FakeBackend) -> Non
         assert {g.down_reason for g in view.gpus} == {"vendor library failed to re-initialize"}
     finally:
         s.stop()
+
+
+def test_a_stop_never_shuts_a_library_down_under_a_hung_restart(fake: FakeBackend,
+                                                                 tmp_path: Path) -> None:
+    """nvmlInit hung on the coordinator: the daemon's stop must not call nvmlShutdown under it
+    (the process exits instead; the library is released with it)."""
+    daemon = _daemon(fake, tmp_path)
+    daemon.recovery.initial = 0
+    s = daemon.sampler
+    s.start(schedule=False)
+    entered, release = threading.Event(), threading.Event()
+
+    def hung_start() -> None:
+        entered.set()
+        release.wait(10)
+
+    try:
+        s.run_cycle()
+        fake.lost.add(1)
+        s.run_cycle((Tier.FAST,))
+        fake.start = hung_start  # type: ignore[method-assign]
+        restart = threading.Thread(target=daemon.recovery.after_cycle)
+        restart.start()
+        wait_for(entered.is_set, what="the restart to hang")
+        stops = fake.stops
+        daemon.stop()
+        assert fake.stops == stops, "the library was shut down under a restart in flight"
+    finally:
+        release.set()
+        restart.join(10)
+    assert not daemon.recovery.restarting
