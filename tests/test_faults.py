@@ -267,24 +267,30 @@ def append_when_up(node: Node, log: Path, *records: str) -> None:
         f.writelines(records)
 
 
-@pytest.mark.parametrize("fault", ["open", "read"])
-def test_an_unreadable_kernel_log_and_its_return(tmp_path: Path, monkeypatch, fault: str) -> None:
-    """The log cannot be opened (EPERM: no CAP_SYSLOG) or a read fails (EIO) for a while:
-    kmsg reads as down, the GPUs report, and the follower reopens the log by itself."""
+def break_the_log(monkeypatch, method: str, code: int) -> threading.Event:
+    """RecordFile.<method> raises OSError(code) while the returned event is set; the follower
+    retries every 0.1 s instead of 5 s."""
     from exporter.events.kmsg import RecordFile
 
     monkeypatch.setattr("exporter.events.kmsg.REOPEN_MIN", 0.1)
     broken = threading.Event()
-    broken.set()
-    real = getattr(RecordFile, fault)
-    code = errno.EPERM if fault == "open" else errno.EIO
+    real = getattr(RecordFile, method)
 
     def failing(self, *args, **kwargs):
         if broken.is_set():
             raise OSError(code, os.strerror(code))
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(RecordFile, fault, failing)
+    monkeypatch.setattr(RecordFile, method, failing)
+    return broken
+
+
+@pytest.mark.parametrize("fault", ["open", "read"])
+def test_an_unreadable_kernel_log_and_its_return(tmp_path: Path, monkeypatch, fault: str) -> None:
+    """The log cannot be opened (EPERM: no CAP_SYSLOG) or a read fails (EIO) for a while:
+    kmsg reads as down, the GPUs report, and the follower reopens the log by itself."""
+    broken = break_the_log(monkeypatch, fault, errno.EPERM if fault == "open" else errno.EIO)
+    broken.set()
     log = tmp_path / "kmsg"
     log.write_text("")
     with nvml_node(tmp_path, **kmsg_settings(tmp_path, log)) as (node, _):
@@ -303,18 +309,7 @@ def test_xids_during_a_kernel_log_outage_are_counted_once(tmp_path: Path, monkey
     same Xids in its backlog are not counted again, and new ones are."""
     import pynvml
 
-    from exporter.events.kmsg import RecordFile
-
-    monkeypatch.setattr("exporter.events.kmsg.REOPEN_MIN", 0.1)
-    broken = threading.Event()
-    real_read = RecordFile.read
-
-    def read(self):
-        if broken.is_set():
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return real_read(self)
-
-    monkeypatch.setattr(RecordFile, "read", read)
+    broken = break_the_log(monkeypatch, "read", errno.EIO)
     log = tmp_path / "kmsg"
     log.write_text("")
     with nvml_node(tmp_path, **kmsg_settings(tmp_path, log)) as (node, fake):
