@@ -3,9 +3,11 @@ backoff, re-enumeration by UUID, vendor libraries that appear later, release/res
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -281,64 +283,55 @@ def test_a_release_stops_probe_children_too(fake: FakeBackend, tmp_path: Path) -
         daemon.stop()
 
 
-def test_gpus_read_as_down_while_a_restart_takes_longer_than_a_call_may(
-        fake: FakeBackend) -> None:
-    """nvmlInit stuck in the driver: past the call deadline the library's GPUs read as down, so
-    nothing stale is served as healthy while it hangs."""
-    s = _sampler(fake)  # call deadline 0.2 s
-    published = []
+@contextlib.contextmanager
+def gpu1_lost(fake: FakeBackend) -> Iterator[tuple[Sampler, list, Recovery]]:
+    """A sampler whose GPU 1 was just lost, every published view kept, a Recovery without
+    backoff; the sampler stops after the block."""
+    s = _sampler(fake)
+    published: list = []
     s.on_cycle = published.append
-    release = threading.Event()
-    seen_during_start = []
-
-    def start() -> None:  # what /metrics serves while nvmlInit hangs
-        wait_for(lambda: not published[-1].gpus[0].up, what="the GPUs marked down")
-        seen_during_start.append([g.up for g in published[-1].gpus])
-        release.set()
-
-    recovery = Recovery(s, threading.Lock(), initial=0)
     try:
         s.run_cycle()
         fake.lost.add(1)
         s.run_cycle((Tier.FAST,))
+        yield s, published, Recovery(s, threading.Lock(), initial=0)
+    finally:
+        s.stop()
+
+
+def test_gpus_read_as_down_while_a_restart_takes_longer_than_a_call_may(
+        fake: FakeBackend) -> None:
+    """nvmlInit stuck in the driver: past the call deadline the library's GPUs read as down, so
+    nothing stale is served as healthy while it hangs."""
+    release = threading.Event()
+    seen_during_start = []
+    with gpu1_lost(fake) as (_, published, recovery):  # call deadline 0.2 s
+
+        def start() -> None:  # what /metrics serves while nvmlInit hangs
+            wait_for(lambda: not published[-1].gpus[0].up, what="the GPUs marked down")
+            seen_during_start.append([g.up for g in published[-1].gpus])
+            release.set()
+
         fake.lost.clear()
         fake.start = start  # type: ignore[method-assign]
         recovery.after_cycle()
         assert release.is_set() and seen_during_start == [[False, False, False]]
         assert "re-initializing" in (published[-1].gpus[0].down_reason or "")
-    finally:
-        s.stop()
 
 
 def test_a_quick_restart_never_shows_the_healthy_gpus_down(fake: FakeBackend) -> None:
     """A lost GPU is retried for as long as it stays lost: each retry must not flap the GPUs
     that were never lost to down for a scrape that lands in it."""
-    s = _sampler(fake)
-    published = []
-    s.on_cycle = published.append
-    recovery = Recovery(s, threading.Lock(), initial=0)
-    try:
-        s.run_cycle()
-        fake.lost.add(1)
-        s.run_cycle((Tier.FAST,))
+    with gpu1_lost(fake) as (s, published, recovery):
         for _ in range(3):  # GPU 1 stays lost: three re-inits
             recovery.after_cycle()
             s.run_cycle((Tier.FAST,))
         assert recovery.attempts == 3
         assert all(v.gpus[0].up and v.gpus[2].up for v in published)
-    finally:
-        s.stop()
 
 
 def test_a_failed_restart_marks_the_librarys_gpus_down(fake: FakeBackend) -> None:
-    s = _sampler(fake)
-    published = []
-    s.on_cycle = published.append
-    recovery = Recovery(s, threading.Lock(), initial=0)
-    try:
-        s.run_cycle()
-        fake.lost.add(1)
-        s.run_cycle((Tier.FAST,))
+    with gpu1_lost(fake) as (s, published, recovery):
         fake.fail_start = BackendUnavailable("driver unloaded")
         recovery.after_cycle()
         assert [g.up for g in published[-1].gpus] == [False, False, False]
@@ -349,8 +342,6 @@ def test_a_failed_restart_marks_the_librarys_gpus_down(fake: FakeBackend) -> Non
         view = s.run_cycle((Tier.FAST,))
         assert fake.reads == reads
         assert {g.down_reason for g in view.gpus} == {"vendor library failed to re-initialize"}
-    finally:
-        s.stop()
 
 
 def test_a_stop_never_shuts_a_library_down_under_a_hung_restart(fake: FakeBackend,
